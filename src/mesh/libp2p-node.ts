@@ -1,0 +1,70 @@
+// Builds the libp2p node meshd runs: TCP in a private network, Noise, Yamux, identify, ping, tuned gossipsub.
+
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { type GossipSub, gossipsub } from '@libp2p/gossipsub';
+import { type Identify, identify } from '@libp2p/identify';
+import type { Libp2p, PrivateKey } from '@libp2p/interface';
+import { type Ping, ping } from '@libp2p/ping';
+import { tcp } from '@libp2p/tcp';
+import { createLibp2p } from 'libp2p';
+import { keyConfirmingPnet } from './pnet-protector.ts';
+
+export interface MeshServices extends Record<string, unknown> {
+  identify: Identify;
+  ping: Ping;
+  pubsub: GossipSub;
+}
+
+export type MeshLibp2p = Libp2p<MeshServices>;
+
+export interface MeshLibp2pOptions {
+  privateKey: PrivateKey;
+  /** The raw 32-byte mesh key. */
+  psk: Uint8Array;
+  listen: string[];
+  dialTimeoutMs: number;
+  /** Gossip topics this node takes part in; subscriptions to anything else are ignored. */
+  topics: string[];
+  /** Largest gossip RPC (one or more messages plus control data) read from a peer. */
+  maxGossipRpcBytes: number;
+}
+
+/**
+ * Creates the node without starting it, so protocol handlers can be registered before the first peer arrives.
+ *
+ * Tuning (see STACK-NOTES): every peer on one host shares an IP, so the per-host inbound connection rate
+ * limit is raised and loopback is exempt from gossipsub's IP-colocation penalty; peer exchange is on so that
+ * leaves pruned by a bootstrap hub learn other peers instead of dropping out of the mesh.
+ */
+export async function createMeshLibp2p(opts: MeshLibp2pOptions): Promise<MeshLibp2p> {
+  return createLibp2p<MeshServices>({
+    start: false,
+    privateKey: opts.privateKey,
+    addresses: { listen: opts.listen },
+    transports: [tcp()],
+    connectionProtector: keyConfirmingPnet({ psk: opts.psk, timeoutMs: opts.dialTimeoutMs }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: {
+      dialTimeout: opts.dialTimeoutMs,
+      inboundConnectionThreshold: 1000,
+      maxIncomingPendingConnections: 64,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictNoSign',
+        fallbackToFloodsub: false,
+        allowedTopics: opts.topics,
+        // the same update may legitimately be re-published after a sync; gossip dedupes it by content
+        ignoreDuplicatePublishError: true,
+        doPX: true,
+        scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) },
+        scoreThresholds: { acceptPXThreshold: 0 },
+        maxInboundDataLength: opts.maxGossipRpcBytes,
+      }),
+    },
+  });
+}
