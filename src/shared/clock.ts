@@ -75,7 +75,13 @@ export class ManualClock implements Clock {
   }
 
   private add(fn: () => void, ms: number, every: number | undefined): TimerHandle {
-    const timer: ManualTimer = { at: this.current + Math.max(0, ms), every, fn, seq: this.seq++, cancelled: false };
+    const timer: ManualTimer = {
+      at: this.current + Math.max(0, ms),
+      every,
+      fn,
+      seq: this.seq++,
+      cancelled: false,
+    };
     this.timers.push(timer);
     return {
       cancel: () => {

@@ -7,7 +7,11 @@ export class MeshdError extends Error {
   /** Extra structured facts (file, field, peer...) for `-o json` output and logs. */
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: string, message: string, opts: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    opts: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
     this.code = code;

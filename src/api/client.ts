@@ -1,0 +1,141 @@
+// The CLI's only way to the daemon: typed calls over the local unix-socket API.
+
+import { request } from 'node:http';
+import { DaemonError, type ErrorBody, errorFromBody } from '../shared/errors.ts';
+import type { LabelRequest, NodeEntry, PeerEntry, StatsView, StatusView } from './types.ts';
+
+export type { LabelRequest, MeshEvent, NodeEntry, PeerEntry, StatsView, StatusView } from './types.ts';
+
+export interface ApiClientOptions {
+  socketPath: string;
+  /** Shown in "not running" errors so the user knows which data dir was asked. */
+  dataDir: string;
+  timeoutMs?: number;
+}
+
+export class ApiClient {
+  private readonly opts: ApiClientOptions;
+
+  constructor(opts: ApiClientOptions) {
+    this.opts = opts;
+  }
+
+  status(): Promise<StatusView> {
+    return this.call('GET', '/v1/status');
+  }
+  peers(): Promise<PeerEntry[]> {
+    return this.call('GET', '/v1/peers');
+  }
+  nodes(): Promise<NodeEntry[]> {
+    return this.call('GET', '/v1/nodes');
+  }
+  async token(): Promise<string> {
+    return (await this.call<{ token: string }>('GET', '/v1/token')).token;
+  }
+  labelNode(name: string, req: LabelRequest): Promise<NodeEntry> {
+    return this.call('POST', `/v1/nodes/${encodeURIComponent(name)}/labels`, req);
+  }
+  stats(): Promise<StatsView> {
+    return this.call('GET', '/v1/stats');
+  }
+  async shutdown(): Promise<void> {
+    await this.call('POST', '/v1/shutdown', {});
+  }
+
+  /** Raw request: resolves with the parsed JSON body, or throws the daemon's typed error. */
+  call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise<T>((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.opts.socketPath,
+          path,
+          method,
+          headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+          timeout: this.opts.timeoutMs ?? 30_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              reject(
+                new DaemonError('E_BAD_RESPONSE', `the daemon sent a response that is not JSON (${path})`),
+              );
+              return;
+            }
+            if ((res.statusCode ?? 500) >= 400) {
+              const err = (parsed as { error?: ErrorBody }).error;
+              reject(
+                err === undefined
+                  ? new DaemonError('E_BAD_RESPONSE', `the daemon answered ${res.statusCode} to ${path}`)
+                  : errorFromBody(err),
+              );
+              return;
+            }
+            resolve(parsed as T);
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => {
+        req.destroy(
+          new DaemonError('E_DAEMON_TIMEOUT', `the daemon did not answer ${method} ${path} in time`, {
+            hint: `Check its log: ${this.opts.dataDir}/meshd.log`,
+          }),
+        );
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err instanceof DaemonError) return reject(err);
+        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+          reject(
+            new DaemonError('E_NOT_RUNNING', `meshd is not running for data dir ${this.opts.dataDir}`, {
+              hint: 'Start it with `meshd up --detach` (or `meshd init` / `meshd join TOKEN` on a new machine).',
+            }),
+          );
+          return;
+        }
+        if (err.code === 'EACCES') {
+          reject(
+            new DaemonError('E_SOCKET_DENIED', `permission denied on ${this.opts.socketPath}`, {
+              hint: 'The API socket is owner-only (0600): run the CLI as the user that runs the daemon.',
+            }),
+          );
+          return;
+        }
+        reject(err);
+      });
+      if (payload !== undefined) req.write(payload);
+      req.end();
+    });
+  }
+
+  /** Follows the daemon's event stream; calls `onEvent` per line until `signal` aborts. */
+  async follow(onEvent: (event: { type: string; at: number }) => void, signal: AbortSignal): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const req = request(
+        { socketPath: this.opts.socketPath, path: '/v1/events', method: 'GET', signal },
+        (res) => {
+          let buf = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            buf += chunk;
+            for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+              const line = buf.slice(0, nl);
+              buf = buf.slice(nl + 1);
+              if (line.trim() !== '') onEvent(JSON.parse(line) as { type: string; at: number });
+            }
+          });
+          res.on('end', resolve);
+          res.on('error', reject);
+        },
+      );
+      req.on('error', (err) => (signal.aborted ? resolve() : reject(err)));
+      req.end();
+    });
+  }
+}

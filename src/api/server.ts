@@ -1,0 +1,161 @@
+// The local HTTP API on a unix socket (mode 0600): the only way the CLI reaches the daemon.
+
+import * as fs from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { DaemonError, type ErrorBody, isMeshdError, ValidationError } from '../shared/errors.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { LabelRequest, MeshEvent, NodeEntry, PeerEntry, StatsView, StatusView } from './types.ts';
+
+/** What the daemon offers the API. Declared here so the API is tested without a mesh. */
+export interface ApiHandlers {
+  status(): StatusView;
+  peers(): PeerEntry[];
+  nodes(): NodeEntry[];
+  labelNode(name: string, req: LabelRequest): NodeEntry;
+  token(): string;
+  stats(): StatsView;
+  shutdown(): void;
+  /** Calls `listener` on every document or peer change until the returned function is called. */
+  subscribe(listener: (event: MeshEvent) => void): () => void;
+}
+
+const maxBodyBytes = 1024 * 1024;
+
+export class ApiServer {
+  private readonly server: Server;
+  private readonly socketPath: string;
+  private readonly handlers: ApiHandlers;
+  private readonly logger: Logger;
+  private readonly streams = new Set<ServerResponse>();
+
+  private constructor(socketPath: string, handlers: ApiHandlers, logger: Logger) {
+    this.socketPath = socketPath;
+    this.handlers = handlers;
+    this.logger = logger;
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.fail(res, err));
+    });
+  }
+
+  /** Binds the socket with mode 0600 from the first instant (umask), replacing a stale socket file. */
+  static async listen(socketPath: string, handlers: ApiHandlers, logger: Logger): Promise<ApiServer> {
+    const api = new ApiServer(socketPath, handlers, logger);
+    fs.rmSync(socketPath, { force: true });
+    const oldMask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        api.server.once('error', reject);
+        api.server.listen(socketPath, () => {
+          api.server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    fs.chmodSync(socketPath, 0o600);
+    return api;
+  }
+
+  async close(): Promise<void> {
+    for (const res of this.streams) res.end();
+    this.streams.clear();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeAllConnections();
+    fs.rmSync(this.socketPath, { force: true });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://meshd');
+    const route = `${req.method ?? 'GET'} ${url.pathname}`;
+    const h = this.handlers;
+    if (route === 'GET /v1/status') return this.send(res, 200, h.status());
+    if (route === 'GET /v1/peers') return this.send(res, 200, h.peers());
+    if (route === 'GET /v1/nodes') return this.send(res, 200, h.nodes());
+    if (route === 'GET /v1/token') return this.send(res, 200, { token: h.token() });
+    if (route === 'GET /v1/stats') return this.send(res, 200, h.stats());
+    if (route === 'GET /v1/events') return this.stream(req, res);
+    if (route === 'POST /v1/shutdown') {
+      this.send(res, 202, { stopping: true });
+      setImmediate(() => h.shutdown());
+      return;
+    }
+    const label = /^POST \/v1\/nodes\/([^/]+)\/labels$/.exec(route);
+    if (label?.[1] !== undefined) {
+      const body = await readJson(req);
+      return this.send(res, 200, h.labelNode(decodeURIComponent(label[1]), parseLabelRequest(body)));
+    }
+    throw new DaemonError('E_NO_ROUTE', `the daemon has no API route ${route}`, {
+      hint: 'The CLI and the daemon may be different versions: restart the daemon with `meshd down && meshd up`.',
+    });
+  }
+
+  private stream(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    res.write(`${JSON.stringify({ type: 'hello', at: Date.now() })}\n`);
+    this.streams.add(res);
+    const unsubscribe = this.handlers.subscribe((event) => res.write(`${JSON.stringify(event)}\n`));
+    const done = () => {
+      unsubscribe();
+      this.streams.delete(res);
+    };
+    req.on('close', done);
+    res.on('error', done);
+  }
+
+  private send(res: ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private fail(res: ServerResponse, err: unknown): void {
+    if (isMeshdError(err)) {
+      const status = err.code === 'E_NO_ROUTE' ? 404 : err.name === 'NotFoundError' ? 404 : 400;
+      this.sendError(res, status, err.toJSON());
+      return;
+    }
+    this.logger.error('api handler failed', { err: err instanceof Error ? err.stack : String(err) });
+    this.sendError(res, 500, {
+      code: 'E_INTERNAL',
+      message: `internal error in the daemon: ${err instanceof Error ? err.message : String(err)}`,
+      hint: 'This is a bug in meshd; the daemon log (meshd.log in the data dir) has the stack trace.',
+    });
+  }
+
+  private sendError(res: ServerResponse, status: number, body: ErrorBody): void {
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    this.send(res, status, { error: body });
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).byteLength;
+    if (size > maxBodyBytes) {
+      throw new ValidationError('E_BODY_TOO_LARGE', `request body is larger than ${maxBodyBytes} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new ValidationError('E_BAD_JSON', 'request body is not valid JSON');
+  }
+}
+
+function parseLabelRequest(body: unknown): LabelRequest {
+  const b = body as Partial<LabelRequest> | null;
+  const setOk =
+    typeof b?.set === 'object' && b.set !== null && Object.values(b.set).every((v) => typeof v === 'string');
+  const removeOk = Array.isArray(b?.remove) && b.remove.every((k) => typeof k === 'string');
+  if (!setOk || !removeOk || b === null) {
+    throw new ValidationError('E_BAD_REQUEST', 'label request must be {set: {key: value}, remove: [key]}');
+  }
+  return { set: b.set as Record<string, string>, remove: b.remove as string[] };
+}

@@ -1,0 +1,104 @@
+// Starting the daemon in the background and waiting, with a deadline, until it is ready (or says why not).
+
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { ApiClient, type StatusView } from '../api/client.ts';
+import type { DataDir } from '../daemon/data-dir.ts';
+import { DaemonError, type ErrorBody, errorFromBody, isMeshdError } from '../shared/errors.ts';
+
+const launcher = fileURLToPath(new URL('../../bin/meshd.js', import.meta.url));
+
+export interface DetachOptions {
+  timeoutMs: number;
+  /** What "ready" means for the command: for `join`, synced with a peer. */
+  until: (status: StatusView) => boolean;
+  /** Said in the timeout error. */
+  waitingFor: string;
+  timeoutHint: string;
+}
+
+/** Spawns `meshd up` detached (logs to meshd.log) and resolves with its status once `until` holds. */
+export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<StatusView> {
+  const running = dir.runningPid();
+  if (running !== undefined) {
+    throw new DaemonError('E_ALREADY_RUNNING', `meshd is already running on ${dir.path} (pid ${running})`, {
+      hint: 'Use it as it is, or stop it first with `meshd down`.',
+    });
+  }
+  dir.ensure();
+  const logStart = fileSize(dir.logFile);
+  const log = fs.openSync(dir.logFile, 'a', 0o600);
+  const child = spawn(process.execPath, [launcher, 'up', '--data-dir', dir.path], {
+    detached: true,
+    stdio: ['ignore', log, log],
+    env: process.env,
+  });
+  fs.closeSync(log);
+  let exited: number | null | undefined;
+  child.on('exit', (code) => {
+    exited = code;
+  });
+  child.unref();
+
+  const client = new ApiClient({ socketPath: dir.socketPath, dataDir: dir.path, timeoutMs: 2000 });
+  const deadline = Date.now() + opts.timeoutMs;
+  let last: StatusView | undefined;
+  while (Date.now() < deadline) {
+    if (exited !== undefined) throw daemonDiedError(dir, logStart, exited);
+    try {
+      last = await client.status();
+      if (opts.until(last)) return last;
+    } catch (err) {
+      if (!isMeshdError(err) || err.code !== 'E_NOT_RUNNING') throw err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (exited !== undefined) throw daemonDiedError(dir, logStart, exited);
+  // Do not leave a half-started daemon behind a failed command.
+  try {
+    process.kill(child.pid ?? -1, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+  throw new DaemonError(
+    'E_START_TIMEOUT',
+    `gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${opts.waitingFor}`,
+    {
+      hint: `${opts.timeoutHint} The daemon log is ${dir.logFile}.`,
+    },
+  );
+}
+
+/** The fatal error the daemon wrote to its log before dying, or a generic one pointing at the log. */
+function daemonDiedError(dir: DataDir, fromByte: number, code: number | null): Error {
+  const lines = readFrom(dir.logFile, fromByte).split('\n').reverse();
+  for (const line of lines) {
+    try {
+      const entry = JSON.parse(line) as { fatal?: ErrorBody };
+      if (entry.fatal !== undefined) return errorFromBody(entry.fatal);
+    } catch {
+      // not a JSON log line
+    }
+  }
+  return new DaemonError('E_DAEMON_DIED', `the daemon exited (code ${code}) before it was ready`, {
+    hint: `Its log says why: ${dir.logFile}`,
+  });
+}
+
+function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+function readFrom(file: string, offset: number): string {
+  try {
+    const buf = fs.readFileSync(file);
+    return buf.subarray(offset).toString('utf8');
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,154 @@
+// Commands that read and edit the mesh: peers, get nodes, label node.
+
+import { ApiClient, type PeerEntry } from '../api/client.ts';
+import { DataDir } from '../daemon/data-dir.ts';
+import { UsageError } from '../shared/errors.ts';
+import { boolFlag, expectPositionals, type Parsed, parseCommand } from './args.ts';
+import { type Command, type CommandContext, emit } from './main.ts';
+import { formatAgo, formatBytes, renderTable } from './table.ts';
+
+function client(p: Parsed): ApiClient {
+  const dir = new DataDir(p.dataDir);
+  return new ApiClient({ socketPath: dir.socketPath, dataDir: dir.path });
+}
+
+function peersTable(peers: PeerEntry[]): string {
+  if (peers.length === 0) return 'no other peers known yet';
+  return renderTable(
+    ['NAME', 'STATE', 'RTT', 'LAST SEEN', 'PEER ID', 'ADDRESSES'],
+    peers.map((p) => [
+      p.name ?? '?',
+      p.connected ? 'connected' : 'disconnected',
+      p.rttMs === null ? '-' : `${p.rttMs.toFixed(1)}ms`,
+      formatAgo(p.lastSeenMs),
+      `${p.peerId.slice(0, 8)}…${p.peerId.slice(-6)}`,
+      p.addrs[0] === undefined
+        ? '-'
+        : `${p.addrs[0]}${p.addrs.length > 1 ? ` (+${p.addrs.length - 1})` : ''}`,
+    ]),
+  );
+}
+
+const peers: Command = {
+  words: ['peers'],
+  usage: 'peers [--watch] [-o json]',
+  summary: 'every known peer: connected, last seen, round-trip time, addresses',
+  async run(argv, ctx) {
+    const p = parseCommand('peers', argv, { watch: { type: 'boolean', short: 'w' } });
+    expectPositionals('peers', p, []);
+    const api = client(p);
+    if (!boolFlag(p, 'watch')) {
+      const list = await api.peers();
+      emit(ctx, p.output, list, () => peersTable(list));
+      return 0;
+    }
+    return watch(
+      ctx,
+      api,
+      async () => {
+        const list = await api.peers();
+        return p.output === 'json' ? JSON.stringify(list) : peersTable(list);
+      },
+      p.output !== 'json',
+    );
+  },
+};
+
+/** Redraws `render()` on every mesh event and at least once a second, until Ctrl-C. */
+async function watch(
+  ctx: CommandContext,
+  api: ApiClient,
+  render: () => Promise<string>,
+  clear: boolean,
+): Promise<number> {
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  let dirty = true;
+  const draw = async () => {
+    if (!dirty || abort.signal.aborted) return;
+    dirty = false;
+    const text = await render();
+    ctx.out(clear && process.stdout.isTTY ? `\x1b[H\x1b[2J${text}` : text);
+  };
+  const timer = setInterval(() => {
+    dirty = true;
+    void draw().catch(stop);
+  }, 1000);
+  try {
+    await draw();
+    await api.follow(() => {
+      dirty = true;
+      void draw().catch(stop);
+    }, abort.signal);
+  } finally {
+    clearInterval(timer);
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+  return 0;
+}
+
+const getNodes: Command = {
+  words: ['get', 'nodes'],
+  usage: 'get nodes [-o json]',
+  summary: 'every node of the mesh with its state, labels and capacity',
+  async run(argv, ctx) {
+    const p = parseCommand('get nodes', argv, {});
+    expectPositionals('get nodes', p, []);
+    const nodes = await client(p).nodes();
+    emit(ctx, p.output, nodes, () =>
+      renderTable(
+        ['NAME', 'STATE', 'CPU', 'MEMORY', 'LABELS', 'VERSION'],
+        nodes.map((n) => [
+          n.self ? `${n.name} (this)` : n.name,
+          n.state,
+          String(n.capacity.cpu),
+          formatBytes(n.capacity.memoryBytes),
+          Object.entries(n.labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(',') || '-',
+          n.version,
+        ]),
+      ),
+    );
+    return 0;
+  },
+};
+
+const labelNode: Command = {
+  words: ['label', 'node'],
+  usage: 'label node NAME key=value... key-...',
+  summary: "set (key=value) or remove (key-) a node's labels, from any peer",
+  async run(argv, ctx) {
+    const p = parseCommand('label node', argv, {});
+    const [name, ...edits] = p.positionals;
+    if (name === undefined || edits.length === 0) {
+      throw new UsageError(
+        'label node: give a node name and at least one key=value or key-',
+        'Example: meshd label node nas zone=home disk-',
+      );
+    }
+    const set: Record<string, string> = {};
+    const remove: string[] = [];
+    for (const edit of edits) {
+      const eq = edit.indexOf('=');
+      if (eq > 0) set[edit.slice(0, eq)] = edit.slice(eq + 1);
+      else if (edit.endsWith('-') && edit.length > 1) remove.push(edit.slice(0, -1));
+      else
+        throw new UsageError(
+          `label node: ${JSON.stringify(edit)} is neither key=value nor key-`,
+          'Example: meshd label node nas zone=home disk-',
+        );
+    }
+    const node = await client(p).labelNode(name, { set, remove });
+    emit(ctx, p.output, node, () => {
+      const labels = Object.entries(node.labels).map(([k, v]) => `${k}=${v}`);
+      return `node "${node.name}" labelled: ${labels.length === 0 ? '(no labels)' : labels.join(', ')}`;
+    });
+    return 0;
+  },
+};
+
+export const meshCommands: Command[] = [peers, getNodes, labelNode];

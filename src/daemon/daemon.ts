@@ -1,0 +1,342 @@
+// The composition root: reads the data dir, wires store, document, mesh and API, and owns start/stop order.
+
+import { availableParallelism, totalmem } from 'node:os';
+import * as Y from 'yjs';
+import type { ApiHandlers } from '../api/server.ts';
+import { ApiServer } from '../api/server.ts';
+import type { LabelRequest, MeshEvent, NodeEntry, PeerEntry, StatsView, StatusView } from '../api/types.ts';
+import { encodeJoinToken } from '../mesh/join-token.ts';
+import { type MeshNode, MeshNode as MeshNodeImpl, type MeshTuning } from '../mesh/mesh-node.ts';
+import type { Clock } from '../shared/clock.ts';
+import { MeshdError } from '../shared/errors.ts';
+import type { Logger } from '../shared/logger.ts';
+import { meshdVersion } from '../shared/version.ts';
+import { ClusterDoc, type NodeRecord } from '../state/cluster-doc.ts';
+import { DocStore } from '../state/doc-store.ts';
+import type { DataDir, NodeConfig } from './data-dir.ts';
+
+export interface DaemonOptions {
+  dataDir: DataDir;
+  logger: Logger;
+  clock: Clock;
+  tuning?: Partial<MeshTuning>;
+  /** A peer is shown `unreachable` once its last presence heartbeat is older than this. */
+  unreachableAfterMs?: number;
+}
+
+const selfRefreshMs = 30_000;
+const maxTokenPeers = 3;
+
+export class Daemon {
+  readonly config: NodeConfig;
+  readonly stopped: Promise<void>;
+  private readonly opts: DaemonOptions;
+  private readonly logger: Logger;
+  private readonly doc: Y.Doc;
+  private readonly cluster: ClusterDoc;
+  private readonly store: DocStore;
+  private readonly psk: Uint8Array;
+  private mesh: MeshNode | undefined;
+  private api: ApiServer | undefined;
+  private releaseLock: (() => void) | undefined;
+  private joining: boolean;
+  private stopping: Promise<void> | undefined;
+  private resolveStopped: () => void = () => {};
+  private readonly cleanups: Array<() => void> = [];
+
+  private constructor(opts: DaemonOptions, config: NodeConfig, store: DocStore, doc: Y.Doc, psk: Uint8Array) {
+    this.opts = opts;
+    this.config = config;
+    this.store = store;
+    this.doc = doc;
+    this.psk = psk;
+    this.cluster = new ClusterDoc(doc);
+    this.logger = opts.logger.child({ node: config.nodeName });
+    this.joining = false;
+    this.stopped = new Promise((resolve) => {
+      this.resolveStopped = resolve;
+    });
+  }
+
+  /** Starts every part in order; on failure, stops what was started and rethrows. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const dir = opts.dataDir;
+    const config = dir.readConfig();
+    const privateKey = dir.readIdentity();
+    const psk = dir.readPsk();
+    const releaseLock = dir.acquireLock();
+    let daemon: Daemon | undefined;
+    try {
+      const store = DocStore.open(dir.stateDb, { logger: opts.logger, clock: opts.clock });
+      const doc = new Y.Doc();
+      const loaded = store.load(doc);
+      store.attach(doc);
+      daemon = new Daemon(opts, config, store, doc, psk);
+      daemon.releaseLock = releaseLock;
+      daemon.logger.info('document loaded', { ...loaded });
+      await daemon.startParts(privateKey);
+      return daemon;
+    } catch (err) {
+      if (daemon !== undefined) await daemon.stop();
+      else releaseLock();
+      throw err;
+    }
+  }
+
+  private async startParts(
+    privateKey: Parameters<typeof MeshNodeImpl.create>[0]['privateKey'],
+  ): Promise<void> {
+    const { config, cluster } = this;
+    if (cluster.meshInfo() === undefined && config.bootstrap.length === 0) {
+      // The founding node writes the mesh identity once; joiners learn it by sync.
+      cluster.setMeshInfo({ id: config.meshId, name: config.meshName });
+    }
+    const peerId = (await import('@libp2p/peer-id')).peerIdFromPrivateKey(privateKey).toString();
+    this.joining = cluster.nodeByPeerId(peerId) === undefined && config.bootstrap.length > 0;
+
+    this.mesh = await MeshNodeImpl.create({
+      privateKey,
+      psk: this.psk,
+      meshId: config.meshId,
+      nodeName: config.nodeName,
+      listen: config.listen,
+      doc: this.doc,
+      bootstrap: config.bootstrap,
+      knownPeers: () =>
+        cluster
+          .nodes()
+          .nodes.filter((n) => n.peerId !== peerId)
+          .map((n) => ({ peerId: n.peerId, addrs: n.addrs })),
+      logger: this.logger,
+      clock: this.opts.clock,
+      ...(this.opts.tuning === undefined ? {} : { tuning: this.opts.tuning }),
+    });
+    const mesh = this.mesh;
+
+    if (this.joining) {
+      // Our node record is written only after the first sync, so a name clash is seen before it happens.
+      const onSynced = () => {
+        if (!this.joining) return;
+        const clash = cluster.nodeByName(config.nodeName);
+        if (clash !== undefined && clash.peerId !== mesh.peerId) {
+          this.logger.error('node name already taken', { name: config.nodeName, holder: clash.peerId });
+          this.fatal(
+            new MeshdError(
+              'E_NAME_TAKEN',
+              `node name "${config.nodeName}" is already used by peer ${clash.peerId}`,
+              {
+                hint: 'Join again with another name: `meshd join TOKEN --node-name NAME` (and a fresh --data-dir).',
+              },
+            ),
+          );
+          return;
+        }
+        this.joining = false;
+        this.refreshSelf();
+        this.logger.info('joined mesh', { mesh: config.meshId });
+      };
+      mesh.events.addEventListener('synced', onSynced);
+      this.cleanups.push(() => mesh.events.removeEventListener('synced', onSynced));
+    } else {
+      this.refreshSelf();
+    }
+    const refresh = this.opts.clock.setInterval(() => {
+      if (!this.joining) this.refreshSelf();
+    }, selfRefreshMs);
+    this.cleanups.push(() => refresh.cancel());
+
+    this.api = await ApiServer.listen(this.opts.dataDir.socketPath, this.handlers(), this.logger);
+    this.logger.info('api listening', { socket: this.opts.dataDir.socketPath });
+  }
+
+  /** Writes this node's record; only changed fields become document updates. */
+  private refreshSelf(): void {
+    const mesh = this.mesh;
+    if (mesh === undefined) return;
+    const previous = this.cluster.nodeByPeerId(mesh.peerId);
+    const record: NodeRecord = {
+      peerId: mesh.peerId,
+      name: this.config.nodeName,
+      addrs: mesh.addrs(),
+      labels: previous?.labels ?? {},
+      capacity: { cpu: availableParallelism(), memoryBytes: totalmem() },
+      joinedAt: previous?.joinedAt ?? this.opts.clock.now(),
+      version: meshdVersion,
+    };
+    this.cluster.upsertNode(record);
+  }
+
+  private handlers(): ApiHandlers {
+    return {
+      status: () => this.status(),
+      peers: () => this.peers(),
+      nodes: () => this.nodes(),
+      labelNode: (name, req) => this.labelNode(name, req),
+      token: () => this.token(),
+      stats: () => this.stats(),
+      shutdown: () => {
+        void this.stop();
+      },
+      subscribe: (listener) => this.subscribe(listener),
+    };
+  }
+
+  status(): StatusView {
+    const mesh = this.requireMesh();
+    return {
+      name: this.config.nodeName,
+      peerId: mesh.peerId,
+      mesh: { id: this.config.meshId, name: this.config.meshName },
+      addrs: mesh.addrs(),
+      version: meshdVersion,
+      dataDir: this.opts.dataDir.path,
+      pid: process.pid,
+      connectedPeers: mesh.connectedCount(),
+      ready: !this.joining,
+      joining: this.joining,
+    };
+  }
+
+  private peers(): PeerEntry[] {
+    const mesh = this.requireMesh();
+    const now = this.opts.clock.now();
+    const names = new Map(this.cluster.nodes().nodes.map((n) => [n.peerId, n.name]));
+    return mesh
+      .peers()
+      .map((p) => ({
+        name: p.name ?? names.get(p.peerId) ?? null,
+        peerId: p.peerId,
+        connected: p.connected,
+        lastSeenMs: p.lastSeenAt === null ? null : Math.max(0, now - p.lastSeenAt),
+        rttMs: p.rttMs,
+        addrs: p.addrs,
+      }))
+      .sort((a, b) => (a.name ?? a.peerId).localeCompare(b.name ?? b.peerId));
+  }
+
+  private nodes(): NodeEntry[] {
+    const mesh = this.requireMesh();
+    const now = this.opts.clock.now();
+    const window = this.opts.unreachableAfterMs ?? 5_000;
+    const seen = new Map(mesh.peers().map((p) => [p.peerId, p.lastSeenAt]));
+    return this.cluster.nodes().nodes.map((n) => {
+      const self = n.peerId === mesh.peerId;
+      const lastSeen = seen.get(n.peerId);
+      const alive = self || (lastSeen !== undefined && lastSeen !== null && now - lastSeen <= window);
+      return {
+        name: n.name,
+        peerId: n.peerId,
+        state: alive ? 'ready' : 'unreachable',
+        self,
+        labels: n.labels,
+        capacity: n.capacity,
+        addrs: n.addrs,
+        version: n.version,
+        joinedAt: new Date(n.joinedAt).toISOString(),
+      };
+    });
+  }
+
+  private labelNode(name: string, req: LabelRequest): NodeEntry {
+    this.cluster.setLabels(name, req.set, req.remove);
+    // Durable before we say so: a kill -9 right after this answer loses nothing.
+    this.store.assertDurable();
+    const entry = this.nodes().find((n) => n.name === name);
+    if (entry === undefined) throw new Error(`node ${name} vanished after labelling`);
+    return entry;
+  }
+
+  token(): string {
+    const mesh = this.requireMesh();
+    const others = this.nodes()
+      .filter((n) => !n.self && n.state === 'ready')
+      .slice(0, maxTokenPeers - 1)
+      .flatMap((n) => n.addrs.map((a) => withPeerId(a, n.peerId)));
+    return encodeJoinToken({
+      meshId: this.config.meshId,
+      meshName: this.config.meshName,
+      psk: this.psk,
+      keyEpoch: this.config.keyEpoch,
+      bootstrap: [...mesh.addrs(), ...others],
+    });
+  }
+
+  private stats(): StatsView {
+    const mem = process.memoryUsage();
+    const m = this.requireMesh().stats();
+    const s = this.store.stats();
+    return {
+      mesh: {
+        bytesSent: m.bytesSent,
+        bytesReceived: m.bytesReceived,
+        gossipPublished: m.gossipPublished,
+        syncRuns: m.syncRuns,
+        rejectedMessages: m.rejectedMessages,
+      },
+      store: {
+        logUpdates: s.logUpdates,
+        logBytes: s.logBytes,
+        snapshotBytes: s.snapshotBytes,
+        fileBytes: s.fileBytes,
+      },
+      process: {
+        rssBytes: mem.rss,
+        heapUsedBytes: mem.heapUsed,
+        uptimeMs: Math.round(process.uptime() * 1000),
+      },
+    };
+  }
+
+  private subscribe(listener: (event: MeshEvent) => void): () => void {
+    const mesh = this.requireMesh();
+    const onDoc = () => listener({ type: 'doc', at: Date.now() });
+    const onPeers = () => listener({ type: 'peers', at: Date.now() });
+    this.doc.on('update', onDoc);
+    mesh.events.addEventListener('peers', onPeers);
+    return () => {
+      this.doc.off('update', onDoc);
+      mesh.events.removeEventListener('peers', onPeers);
+    };
+  }
+
+  private requireMesh(): MeshNode {
+    if (this.mesh === undefined)
+      throw new MeshdError('E_STARTING', 'the daemon is still starting', { hint: 'Try again in a moment.' });
+    return this.mesh;
+  }
+
+  private fatal(err: MeshdError): void {
+    this.fatalError = err;
+    void this.stop();
+  }
+
+  /** Set when the daemon stopped itself because it cannot go on (e.g. its name is taken). */
+  fatalError: MeshdError | undefined;
+
+  /** Stops in reverse start order. Safe to call more than once. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.logger.info('stopping');
+      for (const c of this.cleanups.splice(0)) c();
+      await this.api
+        ?.close()
+        .catch((err: unknown) => this.logger.warn('api close failed', { err: String(err) }));
+      await this.mesh
+        ?.stop()
+        .catch((err: unknown) => this.logger.warn('mesh stop failed', { err: String(err) }));
+      try {
+        this.store.close();
+      } catch (err) {
+        this.logger.warn('store close failed', { err: String(err) });
+      }
+      this.releaseLock?.();
+      this.logger.info('stopped');
+      this.resolveStopped();
+    })();
+    return this.stopping;
+  }
+}
+
+function withPeerId(addr: string, peerId: string): string {
+  return addr.includes('/p2p/') ? addr : `${addr}/p2p/${peerId}`;
+}

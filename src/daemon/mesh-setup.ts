@@ -1,0 +1,111 @@
+// Creating a mesh (`init`) and joining one (`join`): everything written to a data dir before the daemon runs.
+
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { decodeJoinToken, type JoinToken } from '../mesh/join-token.ts';
+import { DataDirError, ValidationError } from '../shared/errors.ts';
+import { validateNodeName } from '../state/cluster-doc.ts';
+import { type DataDir, defaultListen, type NodeConfig } from './data-dir.ts';
+
+export interface SetupOptions {
+  nodeName?: string | undefined;
+  listen?: string[] | undefined;
+}
+
+/** A node name from the host name, squeezed into the DNS-label form node names use. */
+export function defaultNodeName(): string {
+  const name = hostname()
+    .toLowerCase()
+    .split('.')[0]
+    ?.replace(/[^a-z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63);
+  return name === undefined || name === '' ? 'node' : name;
+}
+
+export async function initMesh(
+  dir: DataDir,
+  opts: SetupOptions & { meshName?: string | undefined },
+): Promise<NodeConfig> {
+  if (dir.hasMesh()) {
+    const existing = dir.readConfig();
+    throw new DataDirError(
+      'E_MESH_EXISTS',
+      `${dir.path} already belongs to mesh "${existing.meshName}" (${existing.meshId})`,
+      {
+        hint: 'Start it with `meshd up`, or pick another --data-dir for a new mesh.',
+      },
+    );
+  }
+  const meshName = opts.meshName ?? 'mesh';
+  validateMeshName(meshName);
+  const nodeName = opts.nodeName ?? defaultNodeName();
+  validateNodeName(nodeName);
+  dir.ensure();
+  await dir.createIdentity();
+  dir.writePsk(new Uint8Array(randomBytes(32)));
+  const config: NodeConfig = {
+    format: 1,
+    meshId: `m${randomBytes(6).toString('hex')}`,
+    meshName,
+    nodeName,
+    listen: opts.listen ?? defaultListen,
+    bootstrap: [],
+    keyEpoch: 0,
+    createdAt: new Date().toISOString(),
+  };
+  dir.writeConfig(config);
+  return config;
+}
+
+/**
+ * Validates the token BEFORE anything touches the disk, then records the mesh in the data dir.
+ * Re-joining the same mesh from the same dir is allowed (it refreshes the bootstrap list).
+ */
+export async function joinMesh(dir: DataDir, tokenText: string, opts: SetupOptions): Promise<NodeConfig> {
+  const token: JoinToken = decodeJoinToken(tokenText);
+  if (opts.nodeName !== undefined) validateNodeName(opts.nodeName);
+  if (dir.hasMesh()) {
+    const existing = dir.readConfig();
+    if (existing.meshId !== token.meshId) {
+      throw new DataDirError(
+        'E_FOREIGN_MESH',
+        `${dir.path} already belongs to mesh "${existing.meshName}" (${existing.meshId}); the token is for mesh "${token.meshName}" (${token.meshId})`,
+        { hint: 'Pick another --data-dir to join a second mesh, or run `meshd up` to use the existing one.' },
+      );
+    }
+    const updated: NodeConfig = {
+      ...existing,
+      bootstrap: token.bootstrap,
+      ...(opts.listen ? { listen: opts.listen } : {}),
+    };
+    dir.writeConfig(updated);
+    return updated;
+  }
+  const nodeName = opts.nodeName ?? defaultNodeName();
+  validateNodeName(nodeName);
+  dir.ensure();
+  await dir.createIdentity();
+  dir.writePsk(token.psk);
+  const config: NodeConfig = {
+    format: 1,
+    meshId: token.meshId,
+    meshName: token.meshName,
+    nodeName,
+    listen: opts.listen ?? defaultListen,
+    bootstrap: token.bootstrap,
+    keyEpoch: token.keyEpoch,
+    createdAt: new Date().toISOString(),
+  };
+  dir.writeConfig(config);
+  return config;
+}
+
+function validateMeshName(name: string): void {
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(name)) {
+    throw new ValidationError('E_BAD_MESH_NAME', `mesh name ${JSON.stringify(name)} is not valid`, {
+      hint: 'Use 1–63 lowercase letters, digits and dashes, starting and ending with a letter or digit.',
+      details: { path: '--name' },
+    });
+  }
+}
