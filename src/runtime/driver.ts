@@ -1,0 +1,138 @@
+// The runtime driver contract the lifecycle steps call: prepare, start, stop, status, adopt, logs.
+
+import { MeshdError } from '../shared/errors.ts';
+
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+/** What the driver needs of one container of a pod spec. */
+export interface ContainerSpec {
+  /** A path component: letters, digits, '.', '_' and '-', at most 63 characters. */
+  name: string;
+  /** argv; `command[0]` is looked up on PATH inside the sandbox (which sees /usr only). */
+  command: readonly string[];
+  restart?: RestartPolicy;
+}
+
+export interface ContainerLimits {
+  memoryBytes?: number;
+  /** CPU time as a number of cores (0.5 = half a core), enforced as a CFS quota. */
+  cpuCores?: number;
+  /** Maximum tasks (processes + threads); defaults to 256. */
+  pids?: number;
+  /** Size of the private /tmp; defaults to 64 MiB. */
+  tmpBytes?: number;
+}
+
+export interface StartRequest {
+  podKey: string;
+  /** The pod's data dir; each container gets `<podDir>/<name>/work` as its writable cwd. */
+  podDir: string;
+  logDir: string;
+  container: ContainerSpec;
+  /** The container's own variables (the sandbox adds PATH, HOME, MESHD_* and PORT_*). */
+  env: Readonly<Record<string, string>>;
+  /** Ports the node allocated, by name: passed as PORT_<NAME>. */
+  ports: Readonly<Record<string, number>>;
+  limits: ContainerLimits;
+  leaseEpoch: number;
+}
+
+/** Enough to find, check and signal a running container after a daemon restart. */
+export interface ContainerHandle {
+  podKey: string;
+  container: string;
+  stateFile: string;
+  /**
+   * The container's main process (host pid) and its start time in clock ticks since boot; 0 when it had
+   * already exited by the time start() looked (status() has its exit).
+   */
+  pid: number;
+  startTime: number;
+  supervisorPid: number;
+  supervisorStartTime: number;
+  leaseEpoch: number;
+  specHash: string;
+  logFiles: { stdout: string; stderr: string };
+}
+
+export type ContainerState =
+  | 'starting'
+  | 'running'
+  | 'backoff'
+  | 'stopping'
+  | 'stopped'
+  | 'exited'
+  | 'failed';
+
+export interface CgroupReport {
+  mode: 'v1' | 'v2' | 'hybrid' | 'none';
+  /** Limits in force, by controller. */
+  applied: { memoryBytes?: number; cpuCores?: number; pids?: number };
+  /** Controllers (or limits) that could not be applied, with the reason. */
+  missing: { controller: string; reason: string }[];
+}
+
+export interface ContainerStatus {
+  running: boolean;
+  state: ContainerState | 'unknown';
+  /** The current container process, when one runs. */
+  pid: number | undefined;
+  /** Exit code of the last run (128 + n when killed by signal n). */
+  exitCode: number | undefined;
+  signal: string | undefined;
+  restarts: number;
+  lastError: string | undefined;
+  supervisorAlive: boolean;
+  cgroup: CgroupReport | undefined;
+  /** Sandbox spawn to the container's exec, for the current run. */
+  startLatencyMs: number | undefined;
+}
+
+export interface PrepareReport {
+  bwrapPath: string;
+  bwrapVersion: string;
+  /** Host uid/gid the sandbox runs as (65534 when the daemon is root). */
+  sandboxUser: { uid: number; gid: number };
+  cgroup: { mode: CgroupReport['mode']; controllers: Record<string, string> };
+  warnings: string[];
+}
+
+export interface LogReadOptions {
+  /** Last N lines first (across rotated files); all lines when omitted. */
+  tail?: number;
+  /** Keep yielding new lines until `signal` aborts. */
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface RuntimeDriver {
+  /** Checks the host can run the pod sandboxed (never falls back to an unsandboxed run). */
+  prepare(pod: { podKey: string; podDir: string }): Promise<PrepareReport>;
+  /** Starts a container under its own supervisor; resolves once the process runs, rejects with the reason. */
+  start(req: StartRequest): Promise<ContainerHandle>;
+  /** TERM, then KILL after `graceMs`; removes the cgroup. */
+  stop(handle: ContainerHandle, graceMs: number): Promise<ContainerStatus>;
+  status(handle: ContainerHandle): Promise<ContainerStatus>;
+  /** A handle for a container still running under its supervisor, or undefined (gone, or a recycled pid). */
+  adopt(stateFile: string): Promise<ContainerHandle | undefined>;
+  logs(path: string, opts: LogReadOptions): AsyncIterable<string>;
+}
+
+/** The host cannot sandbox: bubblewrap missing or broken, or an unsupported architecture. */
+export class SandboxUnavailableError extends MeshdError {
+  constructor(
+    message: string,
+    opts: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super('E_SANDBOX_UNAVAILABLE', message, {
+      hint: 'Install bubblewrap: `apt-get install bubblewrap`.',
+      ...opts,
+    });
+  }
+}
+
+/** A path the sandbox must bind is not reachable by the sandbox user. */
+export class SandboxPathError extends MeshdError {}
+
+/** The container did not start; `message` is the reason (e.g. "exec: python4: not found"). */
+export class ProcessStartError extends MeshdError {}

@@ -1,0 +1,216 @@
+// Tests of the bubblewrap command line: the security defaults are present and nothing smuggles options in.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { ValidationError } from '../../shared/errors.ts';
+import {
+  buildSandboxArgs,
+  bwrapArgv,
+  checkContainerName,
+  encodeArgs,
+  etcReadOnly,
+  portEnvName,
+  type SandboxPlan,
+  sandboxEnv,
+} from './sandbox-args.ts';
+
+function plan(over: Partial<SandboxPlan> = {}): SandboxPlan {
+  return {
+    command: ['python3', '-m', 'http.server'],
+    env: sandboxEnv({
+      env: { GREETING: 'hi' },
+      podKey: 'web',
+      container: 'app',
+      leaseEpoch: 4,
+      ports: { http: 8080 },
+    }),
+    hostname: 'app',
+    workDir: '/var/lib/meshd/pods/web/app/work',
+    passwdFile: '/var/lib/meshd/pods/web/app/passwd',
+    groupFile: '/var/lib/meshd/pods/web/app/group',
+    tmpBytes: 1 << 20,
+    ...over,
+  };
+}
+
+/** Parses options back into (option, operands) pairs, as bwrap reads them. */
+function parse(options: readonly string[]): [string, string[]][] {
+  const arity: Record<string, number> = {
+    '--uid': 1,
+    '--gid': 1,
+    '--hostname': 1,
+    '--cap-drop': 1,
+    '--ro-bind': 2,
+    '--ro-bind-try': 2,
+    '--bind': 2,
+    '--symlink': 2,
+    '--proc': 1,
+    '--dev': 1,
+    '--tmpfs': 1,
+    '--size': 1,
+    '--chdir': 1,
+    '--remount-ro': 1,
+    '--setenv': 2,
+  };
+  const out: [string, string[]][] = [];
+  for (let i = 0; i < options.length; ) {
+    const opt = options[i] as string;
+    const n = arity[opt] ?? 0;
+    out.push([opt, options.slice(i + 1, i + 1 + n)]);
+    i += 1 + n;
+  }
+  return out;
+}
+
+test('the sandbox gets its namespaces, uid 65534, no capabilities and the supervisor as parent', () => {
+  const { options, command } = buildSandboxArgs(plan());
+  const opts = parse(options);
+  const has = (o: string, ...operands: string[]) =>
+    opts.some(([k, v]) => k === o && operands.every((x, i) => v[i] === x));
+  for (const ns of [
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--disable-userns',
+  ]) {
+    assert.ok(has(ns), ns);
+  }
+  assert.ok(!has('--unshare-net'), 'shares the host network for now');
+  assert.ok(!has('--share-net') && !has('--unshare-all'));
+  assert.ok(has('--uid', '65534') && has('--gid', '65534'));
+  assert.ok(has('--cap-drop', 'ALL'));
+  assert.ok(has('--die-with-parent') && has('--new-session'));
+  assert.ok(!has('--cap-add') && !has('--as-pid-1'));
+  assert.deepEqual(command, ['python3', '-m', 'http.server']);
+});
+
+test('only /usr, an /etc allow-list and the work dir come from the host; / ends read-only', () => {
+  const p = plan();
+  const opts = parse(buildSandboxArgs(p).options);
+  const writable = opts.filter(([k]) => k === '--bind' || k === '--dev-bind' || k === '--bind-try');
+  assert.deepEqual(writable, [['--bind', [p.workDir, '/work']]]);
+  const ro = opts.filter(([k]) => k === '--ro-bind' || k === '--ro-bind-try').map(([, v]) => v);
+  for (const [src, dest] of ro) {
+    const allowed =
+      src === '/usr' || etcReadOnly.includes(src as string) || src === p.passwdFile || src === p.groupFile;
+    assert.ok(allowed, `unexpected host path ${src}`);
+    if (src === p.passwdFile) assert.equal(dest, '/etc/passwd');
+  }
+  assert.ok(!ro.some(([src]) => src === '/etc/passwd' || src === '/etc/shadow' || src === '/'));
+  const idx = (k: string, v?: string) =>
+    opts.findIndex(([o, a]) => o === k && (v === undefined || a[0] === v));
+  // The root is remounted read-only after every mount under it has been made.
+  assert.ok(idx('--remount-ro', '/') > idx('--bind'));
+  assert.ok(idx('--remount-ro', '/') > idx('--tmpfs', '/tmp'));
+  assert.deepEqual(opts[idx('--chdir')]?.[1], ['/work']);
+  assert.ok(idx('--proc', '/proc') >= 0 && idx('--dev', '/dev') >= 0);
+});
+
+test('the environment is cleared first, then only PATH, HOME, spec, MESHD_* and PORT_* are set', () => {
+  fc.assert(
+    fc.property(
+      fc.dictionary(
+        fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,12}$/).filter((k) => !/^(MESHD_|PORT_)/.test(k)),
+        fc.string({ maxLength: 20 }).filter((v) => !v.includes('\0')),
+      ),
+      (env) => {
+        const full = sandboxEnv({ env, podKey: 'p', container: 'c', leaseEpoch: 1, ports: { web: 1234 } });
+        const opts = parse(buildSandboxArgs(plan({ env: full })).options);
+        const clear = opts.findIndex(([k]) => k === '--clearenv');
+        const sets = opts.map(([k, v], i) => [k, v, i] as const).filter(([k]) => k === '--setenv');
+        if (clear < 0 || sets.some(([, , i]) => i < clear)) return false;
+        const names = new Set(sets.map(([, v]) => v[0] as string));
+        const expected = new Set([
+          'PATH',
+          'HOME',
+          'MESHD_POD',
+          'MESHD_CONTAINER',
+          'MESHD_LEASE_EPOCH',
+          'PORT_WEB',
+          ...Object.keys(env),
+        ]);
+        return names.size === expected.size && [...names].every((n) => expected.has(n));
+      },
+    ),
+  );
+  const env = sandboxEnv({
+    env: {},
+    podKey: 'web',
+    container: 'app',
+    leaseEpoch: 7,
+    ports: { http: 8080, 'admin-ui': 9000 },
+  });
+  assert.equal(env.PATH, '/usr/local/bin:/usr/bin:/bin');
+  assert.equal(env.HOME, '/tmp');
+  assert.equal(env.PORT_HTTP, '8080');
+  assert.equal(env.PORT_ADMIN_UI, '9000');
+  assert.equal(env.MESHD_LEASE_EPOCH, '7');
+});
+
+test('a spec cannot set MESHD_* or PORT_*, bad names, or two ports with one variable', () => {
+  const base = { podKey: 'p', container: 'c', leaseEpoch: 1, ports: {} };
+  assert.throws(() => sandboxEnv({ ...base, env: { MESHD_POD: 'x' } }), ValidationError);
+  assert.throws(() => sandboxEnv({ ...base, env: { PORT_HTTP: '1' } }), ValidationError);
+  assert.throws(() => sandboxEnv({ ...base, env: { 'A=B': '1' } }), ValidationError);
+  assert.throws(
+    () => sandboxEnv({ ...base, env: {}, ports: { 'a-b': 1, a_b: 2 } }),
+    /two ports map to PORT_A_B/,
+  );
+  assert.throws(() => sandboxEnv({ ...base, env: {}, ports: { http: 70000 } }), ValidationError);
+  assert.equal(portEnvName('metrics.v2'), 'PORT_METRICS_V2');
+});
+
+test('a NUL byte anywhere is refused: it would inject bwrap options through --args', () => {
+  fc.assert(
+    fc.property(fc.string(), fc.string(), (a, b) => {
+      const evil = `${a}\0--bind\0/\0/host\0${b}`;
+      const tries = [
+        () => sandboxEnv({ env: { X: evil }, podKey: 'p', container: 'c', leaseEpoch: 1, ports: {} }),
+        () => buildSandboxArgs(plan({ command: ['sh', evil] })),
+        () => buildSandboxArgs(plan({ env: { X: evil } })),
+      ];
+      return tries.every((t) => {
+        try {
+          t();
+          return false;
+        } catch (err) {
+          return err instanceof ValidationError;
+        }
+      });
+    }),
+  );
+  // Values that look like options stay values: --setenv takes exactly two operands.
+  const opts = buildSandboxArgs(plan({ env: { X: '--bind' } })).options;
+  const decoded = encodeArgs(opts).toString('utf8').split('\0').slice(0, -1);
+  assert.deepEqual(decoded, opts);
+  assert.deepEqual(parse(opts).filter(([k]) => k === '--bind').length, 1);
+});
+
+test('empty commands and unsafe container names are refused', () => {
+  assert.throws(() => buildSandboxArgs(plan({ command: [] })), ValidationError);
+  assert.throws(() => buildSandboxArgs(plan({ command: [''] })), ValidationError);
+  for (const bad of ['', '../etc', 'a/b', '.hidden', 'x'.repeat(64)]) {
+    assert.throws(() => checkContainerName(bad), ValidationError, bad);
+  }
+  checkContainerName('web-1.main_2');
+});
+
+test('the supervisor argv puts its fds before --args and the command after --', () => {
+  const argv = bwrapArgv({ args: 3, seccomp: 4, status: 5, block: 6 }, ['sh', '-c', 'echo hi']);
+  assert.deepEqual(argv, [
+    '--seccomp',
+    '4',
+    '--json-status-fd',
+    '5',
+    '--block-fd',
+    '6',
+    '--args',
+    '3',
+    '--',
+    'sh',
+    '-c',
+    'echo hi',
+  ]);
+});

@@ -1,0 +1,272 @@
+// The bubblewrap command line for one container: namespaces, mounts, environment (pure, no I/O).
+//
+// Secure by default: new user/pid/ipc/uts/cgroup namespaces, uid/gid 65534, no capabilities,
+// no-new-privileges (bwrap always sets it), a root filesystem that is an empty read-only tmpfs holding
+// only a read-only /usr, a short read-only allow-list from /etc, private /tmp and /dev/shm, a minimal
+// /dev, a fresh /proc, and one writable bind: the container's work dir as /work (the cwd).
+// The environment is cleared; only PATH, HOME, the spec's variables, MESHD_* and PORT_* are set.
+//
+// Network: the sandbox shares the host network namespace for now (no --unshare-net): the node allocates
+// ports and passes them as PORT_<NAME>, and pods reach each other on 127.0.0.1. A per-pod network
+// namespace comes with the IPv6 pod networking of src/net.
+
+import { ValidationError } from '../../shared/errors.ts';
+
+export const SANDBOX_UID = 65534;
+export const SANDBOX_GID = 65534;
+export const SANDBOX_PATH = '/usr/local/bin:/usr/bin:/bin';
+export const SANDBOX_HOME = '/tmp';
+export const SANDBOX_WORK_DIR = '/work';
+export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Read-only from the host's /etc, when present: name resolution (the pod shares the host network),
+ * TLS roots, time zone, the dynamic linker cache, and Debian's alternatives (many /usr/bin entries are
+ * symlinks into /etc/alternatives). Nothing else of the host is visible: no passwd, no shadow, no keys.
+ */
+export const etcReadOnly: readonly string[] = [
+  '/etc/resolv.conf',
+  '/etc/hosts',
+  '/etc/nsswitch.conf',
+  '/etc/host.conf',
+  '/etc/gai.conf',
+  '/etc/localtime',
+  '/etc/ld.so.cache',
+  '/etc/ssl/certs',
+  '/etc/ca-certificates',
+  '/etc/alternatives',
+];
+
+export interface SandboxEnvInput {
+  env: Readonly<Record<string, string>>;
+  podKey: string;
+  container: string;
+  leaseEpoch: number;
+  ports: Readonly<Record<string, number>>;
+}
+
+const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const containerNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** Rejects a string bwrap cannot carry: `--args` is NUL-separated, so a NUL would smuggle in options. */
+function checkNoNul(value: string, path: string): void {
+  if (value.includes('\0')) {
+    throw new ValidationError('E_SPEC_INVALID', `${path} contains a NUL byte`, {
+      hint: 'Remove the NUL byte; arguments and variables are C strings.',
+      details: { path },
+    });
+  }
+}
+
+export function checkContainerName(name: string): void {
+  if (!containerNamePattern.test(name)) {
+    throw new ValidationError('E_SPEC_INVALID', `container name ${JSON.stringify(name)} is not allowed`, {
+      hint: "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+      details: { path: 'container.name' },
+    });
+  }
+}
+
+/** `PORT_<NAME>` for a port name: upper case, anything but letters and digits becomes '_'. */
+export function portEnvName(portName: string): string {
+  return `PORT_${portName.toUpperCase().replace(/[^A-Z0-9_]/g, '_')}`;
+}
+
+/** The complete environment of the container: base, spec, then the reserved MESHD_* and PORT_*. */
+export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
+  const out: Record<string, string> = { PATH: SANDBOX_PATH, HOME: SANDBOX_HOME };
+  for (const [name, value] of Object.entries(input.env)) {
+    const path = `containers.${input.container}.env.${name}`;
+    if (!envNamePattern.test(name)) {
+      throw new ValidationError('E_SPEC_INVALID', `${path}: ${JSON.stringify(name)} is not a variable name`, {
+        hint: 'Use letters, digits and _, not starting with a digit.',
+        details: { path },
+      });
+    }
+    if (name.startsWith('MESHD_') || name.startsWith('PORT_')) {
+      throw new ValidationError('E_SPEC_INVALID', `${path}: MESHD_* and PORT_* are set by meshd`, {
+        hint: 'Rename the variable; meshd sets MESHD_* and PORT_<NAME> itself.',
+        details: { path },
+      });
+    }
+    checkNoNul(value, path);
+    out[name] = value;
+  }
+  out.MESHD_POD = input.podKey;
+  out.MESHD_CONTAINER = input.container;
+  out.MESHD_LEASE_EPOCH = String(input.leaseEpoch);
+  for (const [name, port] of Object.entries(input.ports)) {
+    const path = `containers.${input.container}.ports.${name}`;
+    const envName = portEnvName(name);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new ValidationError('E_SPEC_INVALID', `${path}: ${port} is not a TCP/UDP port`, {
+        hint: 'Ports are integers from 1 to 65535.',
+        details: { path },
+      });
+    }
+    if (out[envName] !== undefined) {
+      throw new ValidationError('E_SPEC_INVALID', `${path}: two ports map to ${envName}`, {
+        hint: 'Give the ports names that differ in letters or digits.',
+        details: { path },
+      });
+    }
+    out[envName] = String(port);
+  }
+  checkNoNul(input.podKey, 'podKey');
+  return out;
+}
+
+export interface SandboxPlan {
+  command: readonly string[];
+  /** The complete environment (from `sandboxEnv`). */
+  env: Readonly<Record<string, string>>;
+  hostname: string;
+  /** Absolute host path bound read-write on /work. */
+  workDir: string;
+  /** Host files bound read-only on /etc/passwd and /etc/group (so uid 65534 has a name). */
+  passwdFile: string | undefined;
+  groupFile: string | undefined;
+  tmpBytes: number;
+}
+
+export interface SandboxArgs {
+  /** Options, passed NUL-separated through `--args FD` (keeps env values out of the host's `ps`). */
+  options: string[];
+  /** argv after `--`. */
+  command: string[];
+}
+
+/** bubblewrap options for `plan`. Throws ValidationError on anything bwrap could misread. */
+export function buildSandboxArgs(plan: SandboxPlan): SandboxArgs {
+  const [program] = plan.command;
+  if (program === undefined || program === '') {
+    throw new ValidationError('E_SPEC_INVALID', 'container command is empty', {
+      hint: 'Set command to the program and its arguments, e.g. ["python3", "-m", "http.server"].',
+      details: { path: 'container.command' },
+    });
+  }
+  plan.command.forEach((arg, i) => {
+    checkNoNul(arg, `container.command[${i}]`);
+  });
+  if (!plan.workDir.startsWith('/')) throw new Error(`work dir must be absolute: ${plan.workDir}`);
+  checkNoNul(plan.workDir, 'workDir');
+  if (!Number.isSafeInteger(plan.tmpBytes) || plan.tmpBytes <= 0) {
+    throw new ValidationError('E_SPEC_INVALID', `limits.tmpBytes ${plan.tmpBytes} is not a positive size`, {
+      hint: 'Give the size of /tmp in bytes.',
+      details: { path: 'limits.tmpBytes' },
+    });
+  }
+
+  const o: string[] = [
+    // Namespaces. The network namespace is shared with the host (see the module comment).
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    // Nested user namespaces are also refused by seccomp; this is the second lock.
+    '--disable-userns',
+    '--uid',
+    String(SANDBOX_UID),
+    '--gid',
+    String(SANDBOX_GID),
+    '--hostname',
+    plan.hostname,
+    '--cap-drop',
+    'ALL',
+    // The supervisor is the parent: the container dies with it, never with the daemon.
+    '--die-with-parent',
+    // A new session: the container cannot push input into a terminal (TIOCSTI).
+    '--new-session',
+    // Filesystem: an empty root, made read-only at the end.
+    '--ro-bind',
+    '/usr',
+    '/usr',
+    '--symlink',
+    'usr/bin',
+    '/bin',
+    '--symlink',
+    'usr/sbin',
+    '/sbin',
+    '--symlink',
+    'usr/lib',
+    '/lib',
+    '--symlink',
+    'usr/lib64',
+    '/lib64',
+  ];
+  for (const path of etcReadOnly) o.push('--ro-bind-try', path, path);
+  if (plan.passwdFile !== undefined) o.push('--ro-bind', plan.passwdFile, '/etc/passwd');
+  if (plan.groupFile !== undefined) o.push('--ro-bind', plan.groupFile, '/etc/group');
+  o.push(
+    '--proc',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--size',
+    String(plan.tmpBytes),
+    '--tmpfs',
+    '/dev/shm',
+    '--size',
+    String(plan.tmpBytes),
+    '--tmpfs',
+    '/tmp',
+    '--bind',
+    plan.workDir,
+    SANDBOX_WORK_DIR,
+    '--chdir',
+    SANDBOX_WORK_DIR,
+    // /dev's own tmpfs would otherwise accept files; device nodes are separate binds and still work.
+    '--remount-ro',
+    '/dev',
+    '--remount-ro',
+    '/',
+    '--clearenv',
+  );
+  for (const [name, value] of Object.entries(plan.env)) {
+    checkNoNul(name, `env name ${name}`);
+    checkNoNul(value, `env.${name}`);
+    o.push('--setenv', name, value);
+  }
+  return { options: o, command: [...plan.command] };
+}
+
+export interface SupervisorFds {
+  args: number;
+  seccomp: number;
+  status: number;
+  block: number;
+}
+
+/**
+ * The argv the supervisor execs: its own fds first, then `--args` (spliced in place by bwrap), then the
+ * command. `--block-fd` holds the sandbox before the command forks, so the supervisor can move bwrap's
+ * processes into the cgroup with nothing yet running inside.
+ */
+export function bwrapArgv(fds: SupervisorFds, command: readonly string[]): string[] {
+  return [
+    '--seccomp',
+    String(fds.seccomp),
+    '--json-status-fd',
+    String(fds.status),
+    '--block-fd',
+    String(fds.block),
+    '--args',
+    String(fds.args),
+    '--',
+    ...command,
+  ];
+}
+
+/** NUL-terminated options, the format of `--args FD`. */
+export function encodeArgs(options: readonly string[]): Buffer {
+  return Buffer.from(options.map((a) => `${a}\0`).join(''), 'utf8');
+}
+
+/** /etc/passwd and /etc/group contents naming only the sandbox user. */
+export function sandboxIdentityFiles(): { passwd: string; group: string } {
+  return {
+    passwd: `nobody:x:${SANDBOX_UID}:${SANDBOX_GID}:nobody:${SANDBOX_HOME}:/usr/sbin/nologin\n`,
+    group: `nogroup:x:${SANDBOX_GID}:\n`,
+  };
+}
