@@ -2,9 +2,24 @@
 
 import { request } from 'node:http';
 import { DaemonError, type ErrorBody, errorFromBody } from '../shared/errors.ts';
-import type { LabelRequest, NodeEntry, PeerEntry, StatsView, StatusView } from './types.ts';
+import type {
+  ApplyRequest,
+  ApplyResult,
+  ControllersView,
+  HistoryQuery,
+  LabelRequest,
+  NodeEntry,
+  PeerEntry,
+  PodDescription,
+  PodDiff,
+  PodEntry,
+  RevisionView,
+  StatsView,
+  StatusView,
+  WriteRequest,
+} from './types.ts';
 
-export type { LabelRequest, MeshEvent, NodeEntry, PeerEntry, StatsView, StatusView } from './types.ts';
+export type * from './types.ts';
 
 export interface ApiClientOptions {
   socketPath: string;
@@ -38,6 +53,43 @@ export class ApiClient {
   stats(): Promise<StatsView> {
     return this.call('GET', '/v1/stats');
   }
+  apply(req: ApplyRequest): Promise<ApplyResult> {
+    return this.call('POST', '/v1/pods', req);
+  }
+  pods(): Promise<PodEntry[]> {
+    return this.call('GET', '/v1/pods');
+  }
+  describePod(name: string): Promise<PodDescription> {
+    return this.call('GET', `/v1/pods/${encodeURIComponent(name)}`);
+  }
+  podSpec(name: string): Promise<{ revision: string; text: string }> {
+    return this.call('GET', `/v1/pods/${encodeURIComponent(name)}/spec`);
+  }
+  deletePod(name: string, req: WriteRequest): Promise<{ name: string; revision: string }> {
+    return this.call('DELETE', `/v1/pods/${encodeURIComponent(name)}`, req);
+  }
+  history(name: string, q: HistoryQuery): Promise<RevisionView[]> {
+    const params = new URLSearchParams();
+    if (q.author !== undefined) params.set('author', q.author);
+    if (q.excludeAuthor !== undefined) params.set('excludeAuthor', q.excludeAuthor);
+    if (q.kind !== undefined) params.set('kind', q.kind);
+    return this.call('GET', `/v1/pods/${encodeURIComponent(name)}/history?${params}`);
+  }
+  diff(name: string, from?: string, to?: string): Promise<PodDiff> {
+    const params = new URLSearchParams();
+    if (from !== undefined) params.set('from', from);
+    if (to !== undefined) params.set('to', to);
+    return this.call('GET', `/v1/pods/${encodeURIComponent(name)}/diff?${params}`);
+  }
+  rollback(
+    name: string,
+    req: WriteRequest & { to?: string },
+  ): Promise<{ name: string; revision: string; changed: boolean }> {
+    return this.call('POST', `/v1/pods/${encodeURIComponent(name)}/rollback`, req);
+  }
+  controllers(): Promise<ControllersView> {
+    return this.call('GET', '/v1/controllers');
+  }
   async shutdown(): Promise<void> {
     await this.call('POST', '/v1/shutdown', {});
   }
@@ -51,7 +103,10 @@ export class ApiClient {
           socketPath: this.opts.socketPath,
           path,
           method,
-          headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+          headers:
+            payload === undefined
+              ? {}
+              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
           timeout: this.opts.timeoutMs ?? 30_000,
         },
         (res) => {

@@ -4,7 +4,23 @@ import * as fs from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { DaemonError, type ErrorBody, isMeshdError, ValidationError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { LabelRequest, MeshEvent, NodeEntry, PeerEntry, StatsView, StatusView } from './types.ts';
+import type {
+  ApplyRequest,
+  ApplyResult,
+  ControllersView,
+  HistoryQuery,
+  LabelRequest,
+  MeshEvent,
+  NodeEntry,
+  PeerEntry,
+  PodDescription,
+  PodDiff,
+  PodEntry,
+  RevisionView,
+  StatsView,
+  StatusView,
+  WriteRequest,
+} from './types.ts';
 
 /** What the daemon offers the API. Declared here so the API is tested without a mesh. */
 export interface ApiHandlers {
@@ -15,6 +31,21 @@ export interface ApiHandlers {
   token(): string;
   stats(): StatsView;
   shutdown(): void;
+  pods: {
+    apply(req: ApplyRequest): ApplyResult;
+    list(): PodEntry[];
+    describe(name: string): PodDescription;
+    spec(name: string): { revision: string; text: string };
+    delete(name: string, req: WriteRequest): { name: string; revision: string };
+    history(name: string, q: HistoryQuery): RevisionView[];
+    diff(name: string, from: string | undefined, to: string | undefined): PodDiff;
+    rollback(
+      name: string,
+      to: string | undefined,
+      req: WriteRequest,
+    ): { name: string; revision: string; changed: boolean };
+    controllers(): ControllersView;
+  };
   /** Calls `listener` on every document or peer change until the returned function is called. */
   subscribe(listener: (event: MeshEvent) => void): () => void;
 }
@@ -79,6 +110,41 @@ export class ApiServer {
       this.send(res, 202, { stopping: true });
       setImmediate(() => h.shutdown());
       return;
+    }
+    if (route === 'GET /v1/pods') return this.send(res, 200, h.pods.list());
+    if (route === 'POST /v1/pods') return this.send(res, 200, h.pods.apply(parseApply(await readJson(req))));
+    if (route === 'GET /v1/controllers') return this.send(res, 200, h.pods.controllers());
+    const pod = /^(GET|POST|DELETE) \/v1\/pods\/([^/]+)(?:\/([a-z]+))?$/.exec(route);
+    if (pod !== null) {
+      const [, method, rawName, sub] = pod;
+      const name = decodeURIComponent(rawName ?? '');
+      const q = url.searchParams;
+      const opt = (k: string) => q.get(k) ?? undefined;
+      if (method === 'GET' && sub === undefined) return this.send(res, 200, h.pods.describe(name));
+      if (method === 'GET' && sub === 'spec') return this.send(res, 200, h.pods.spec(name));
+      if (method === 'GET' && sub === 'history') {
+        const kind = opt('kind');
+        if (kind !== undefined && !['user', 'system', 'rollback', 'delete'].includes(kind)) {
+          throw new ValidationError(
+            'E_BAD_KIND',
+            `--kind must be user, system, rollback or delete, not ${JSON.stringify(kind)}`,
+          );
+        }
+        const query: HistoryQuery = {
+          ...(opt('author') === undefined ? {} : { author: opt('author') as string }),
+          ...(opt('excludeAuthor') === undefined ? {} : { excludeAuthor: opt('excludeAuthor') as string }),
+          ...(kind === undefined ? {} : { kind: kind as NonNullable<HistoryQuery['kind']> }),
+        };
+        return this.send(res, 200, h.pods.history(name, query));
+      }
+      if (method === 'GET' && sub === 'diff')
+        return this.send(res, 200, h.pods.diff(name, opt('from'), opt('to')));
+      if (method === 'POST' && sub === 'rollback') {
+        const body = parseWrite(await readJson(req)) as WriteRequest & { to?: string };
+        return this.send(res, 200, h.pods.rollback(name, body.to, body));
+      }
+      if (method === 'DELETE' && sub === undefined)
+        return this.send(res, 200, h.pods.delete(name, parseWrite(await readJson(req))));
     }
     const label = /^POST \/v1\/nodes\/([^/]+)\/labels$/.exec(route);
     if (label?.[1] !== undefined) {
@@ -158,4 +224,33 @@ function parseLabelRequest(body: unknown): LabelRequest {
     throw new ValidationError('E_BAD_REQUEST', 'label request must be {set: {key: value}, remove: [key]}');
   }
   return { set: b.set as Record<string, string>, remove: b.remove as string[] };
+}
+
+function parseWrite(body: unknown): WriteRequest & { to?: string } {
+  const b = body as { actor?: unknown; message?: unknown; to?: unknown } | null;
+  if (typeof b?.actor !== 'string')
+    throw new ValidationError('E_BAD_REQUEST', 'request needs an "actor" string');
+  if (b.message !== undefined && typeof b.message !== 'string')
+    throw new ValidationError('E_BAD_REQUEST', '"message" must be a string');
+  if (b.to !== undefined && typeof b.to !== 'string')
+    throw new ValidationError('E_BAD_REQUEST', '"to" must be a string');
+  return {
+    actor: b.actor,
+    ...(typeof b.message === 'string' ? { message: b.message } : {}),
+    ...(typeof b.to === 'string' ? { to: b.to } : {}),
+  };
+}
+
+function parseApply(body: unknown): ApplyRequest {
+  const b = body as { text?: unknown; file?: unknown } | null;
+  if (typeof b?.text !== 'string' || typeof b.file !== 'string') {
+    throw new ValidationError('E_BAD_REQUEST', 'apply request needs "text" and "file" strings');
+  }
+  const expectName = (body as { expectName?: unknown }).expectName;
+  return {
+    text: b.text,
+    file: b.file,
+    ...parseWrite(body),
+    ...(typeof expectName === 'string' ? { expectName } : {}),
+  };
 }

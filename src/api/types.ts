@@ -62,3 +62,85 @@ export interface MeshEvent {
   type: 'doc' | 'peers';
   at: number;
 }
+
+export interface ApplyRequest {
+  /** The spec as the user wrote it (YAML or JSON). */
+  text: string;
+  /** Where it came from, for error messages (`web.yaml`, `<stdin>`). */
+  file: string;
+  actor: string;
+  message?: string;
+  /** Set by `meshd edit`: the spec must keep this name. */
+  expectName?: string;
+}
+
+export interface ApplyResult {
+  name: string;
+  revision: string;
+  /** False when the spec was identical: no revision was made. */
+  changed: boolean;
+}
+
+export interface WriteRequest {
+  actor: string;
+  message?: string;
+}
+
+/** One slot of a pod (`replicas: 3` → three entries with the same name). */
+export interface PodEntry {
+  name: string;
+  slot: number;
+  /** The latest revision of the spec. */
+  revision: string;
+  /** The revision the node actually runs, once it runs. */
+  runningRevision: string | null;
+  phase: string;
+  node: string | null;
+  availability: string;
+  replicas: number;
+  pid: number | null;
+  ports: Record<string, number>;
+  restarts: number;
+  lastError: string | null;
+}
+
+export interface RevisionView {
+  revision: string;
+  id: string;
+  author: { peer: string; host: string; actor: string };
+  kind: 'user' | 'system' | 'rollback' | 'delete';
+  at: string;
+  message: string | null;
+  concurrent: boolean;
+  rejected?: string;
+  compacted?: boolean;
+}
+
+export interface PodDescription {
+  name: string;
+  revision: string;
+  /** The user spec as YAML. */
+  spec: string;
+  status: Record<string, unknown>;
+  slots: PodEntry[];
+  /** The last revisions, oldest first. */
+  revisions: RevisionView[];
+}
+
+export interface HistoryQuery {
+  author?: string;
+  excludeAuthor?: string;
+  kind?: 'user' | 'system' | 'rollback' | 'delete';
+}
+
+export interface PodDiff {
+  name: string;
+  from: { revision: string; text: string };
+  to: { revision: string; text: string };
+}
+
+export interface ControllersView {
+  controllers: Array<{ name: string; owns: string[]; reads: string[] }>;
+  /** Read→write cycles, as text (`a reads x (owned by b) → b reads y (owned by a) → a`). */
+  cycles: string[];
+}

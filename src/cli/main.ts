@@ -6,6 +6,7 @@ import { isMeshdError, UsageError } from '../shared/errors.ts';
 import { meshdVersion } from '../shared/version.ts';
 import { daemonCommands } from './daemon-commands.ts';
 import { meshCommands } from './mesh-commands.ts';
+import { podCommands } from './pod-commands.ts';
 
 export interface CommandContext {
   out: (text: string) => void;
@@ -20,7 +21,7 @@ export interface Command {
   run(argv: string[], ctx: CommandContext): Promise<number>;
 }
 
-const commands: Command[] = [...daemonCommands, ...meshCommands];
+const commands: Command[] = [...daemonCommands, ...meshCommands, ...podCommands];
 
 export function helpText(): string {
   const width = Math.max(...commands.map((c) => c.usage.length));

@@ -13,7 +13,11 @@ import type { Logger } from '../shared/logger.ts';
 import { meshdVersion } from '../shared/version.ts';
 import { ClusterDoc, type NodeRecord } from '../state/cluster-doc.ts';
 import { DocStore } from '../state/doc-store.ts';
+import { FieldOwnership } from '../state/field-ownership.ts';
+import { ObjectStore } from '../state/object-store.ts';
+import { ed25519Signer, peerIdVerifier } from '../state/revision-records.ts';
 import type { DataDir, NodeConfig } from './data-dir.ts';
+import { PodService } from './pod-service.ts';
 
 export interface DaemonOptions {
   dataDir: DataDir;
@@ -37,6 +41,8 @@ export class Daemon {
   private readonly store: DocStore;
   private readonly psk: Uint8Array;
   private mesh: MeshNode | undefined;
+  private objects: ObjectStore | undefined;
+  private pods: PodService | undefined;
   private api: ApiServer | undefined;
   private releaseLock: (() => void) | undefined;
   private joining: boolean;
@@ -145,6 +151,21 @@ export class Daemon {
     }, selfRefreshMs);
     this.cleanups.push(() => refresh.cancel());
 
+    const ownership = FieldOwnership.withBuiltins();
+    this.objects = new ObjectStore(this.doc, {
+      signer: ed25519Signer(privateKey),
+      verifier: peerIdVerifier(),
+      ownership,
+      clock: this.opts.clock,
+      host: config.nodeName,
+    });
+    this.pods = new PodService({
+      store: this.objects,
+      ownership,
+      peerId: mesh.peerId,
+      host: config.nodeName,
+      assertDurable: () => this.store.assertDurable(),
+    });
     this.api = await ApiServer.listen(this.opts.dataDir.socketPath, this.handlers(), this.logger);
     this.logger.info('api listening', { socket: this.opts.dataDir.socketPath });
   }
@@ -178,6 +199,17 @@ export class Daemon {
         void this.stop();
       },
       subscribe: (listener) => this.subscribe(listener),
+      pods: {
+        apply: (req) => this.requirePods().apply(req),
+        list: () => this.requirePods().list(),
+        describe: (name) => this.requirePods().describe(name),
+        spec: (name) => this.requirePods().spec(name),
+        delete: (name, req) => this.requirePods().delete(name, req),
+        history: (name, q) => this.requirePods().history(name, q),
+        diff: (name, from, to) => this.requirePods().diff(name, from, to),
+        rollback: (name, to, req) => this.requirePods().rollback(name, to, req),
+        controllers: () => this.requirePods().controllers(),
+      },
     };
   }
 
@@ -299,6 +331,13 @@ export class Daemon {
     };
   }
 
+  private requirePods(): PodService {
+    if (this.pods === undefined) {
+      throw new MeshdError('E_STARTING', 'the daemon is still starting', { hint: 'Try again in a moment.' });
+    }
+    return this.pods;
+  }
+
   private requireMesh(): MeshNode {
     if (this.mesh === undefined)
       throw new MeshdError('E_STARTING', 'the daemon is still starting', { hint: 'Try again in a moment.' });
@@ -321,6 +360,7 @@ export class Daemon {
       await this.api
         ?.close()
         .catch((err: unknown) => this.logger.warn('api close failed', { err: String(err) }));
+      this.objects?.close();
       await this.mesh
         ?.stop()
         .catch((err: unknown) => this.logger.warn('mesh stop failed', { err: String(err) }));
