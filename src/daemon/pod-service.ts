@@ -172,7 +172,7 @@ export class PodService {
 
   private author(actor: string | undefined): Author {
     const a = (actor ?? '').trim();
-    if (a === '' || a.length > maxActorLength || /[\u0000-\u001f]/.test(a)) {
+    if (a === '' || a.length > maxActorLength || [...a].some((ch) => ch.charCodeAt(0) < 0x20)) {
       throw new ValidationError('E_BAD_ACTOR', `actor ${JSON.stringify(actor)} is not a usable name`, {
         hint: `Pass --as NAME (1–${maxActorLength} printable characters).`,
       });
