@@ -8,6 +8,7 @@ import type {
   ControllersView,
   HistoryQuery,
   LabelRequest,
+  LogsQuery,
   NodeEntry,
   PeerEntry,
   PodDescription,
@@ -16,6 +17,7 @@ import type {
   RevisionView,
   StatsView,
   StatusView,
+  WhyView,
   WriteRequest,
 } from './types.ts';
 
@@ -87,6 +89,73 @@ export class ApiClient {
   ): Promise<{ name: string; revision: string; changed: boolean }> {
     return this.call('POST', `/v1/pods/${encodeURIComponent(name)}/rollback`, req);
   }
+  why(name: string): Promise<WhyView> {
+    return this.call('GET', `/v1/pods/${encodeURIComponent(name)}/why`);
+  }
+
+  /** Streams a container's log lines to `onLine` until the daemon ends the stream or `signal` aborts. */
+  async logs(name: string, q: LogsQuery, onLine: (line: string) => void, signal: AbortSignal): Promise<void> {
+    const params = new URLSearchParams();
+    if (q.container !== undefined) params.set('container', q.container);
+    if (q.slot !== undefined) params.set('slot', String(q.slot));
+    if (q.stream !== undefined) params.set('stream', q.stream);
+    if (q.tail !== undefined) params.set('tail', String(q.tail));
+    if (q.follow === true) params.set('follow', '1');
+    const path = `/v1/pods/${encodeURIComponent(name)}/logs?${params}`;
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ socketPath: this.opts.socketPath, path, method: 'GET', signal }, (res) => {
+        res.setEncoding('utf8');
+        if ((res.statusCode ?? 500) >= 400) {
+          let text = '';
+          res.on('data', (c: string) => {
+            text += c;
+          });
+          res.on('end', () => {
+            try {
+              reject(errorFromBody((JSON.parse(text) as { error: ErrorBody }).error));
+            } catch {
+              reject(new DaemonError('E_BAD_RESPONSE', `the daemon answered ${res.statusCode} to ${path}`));
+            }
+          });
+          return;
+        }
+        let buf = '';
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+            onLine(buf.slice(0, nl));
+            buf = buf.slice(nl + 1);
+          }
+        });
+        res.on('end', () => {
+          if (buf !== '') onLine(buf);
+          resolve();
+        });
+        res.on('error', (err) => (signal.aborted ? resolve() : reject(err)));
+      });
+      req.on('error', (err: NodeJS.ErrnoException) =>
+        signal.aborted ? resolve() : reject(this.connectError(err)),
+      );
+      req.end();
+    });
+  }
+
+  /** A failed connection to the socket, said in the user's terms. */
+  private connectError(err: NodeJS.ErrnoException): Error {
+    if (err instanceof DaemonError) return err;
+    if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+      return new DaemonError('E_NOT_RUNNING', `meshd is not running for data dir ${this.opts.dataDir}`, {
+        hint: 'Start it with `meshd up --detach` (or `meshd init` / `meshd join TOKEN` on a new machine).',
+      });
+    }
+    if (err.code === 'EACCES') {
+      return new DaemonError('E_SOCKET_DENIED', `permission denied on ${this.opts.socketPath}`, {
+        hint: 'The API socket is owner-only (0600): run the CLI as the user that runs the daemon.',
+      });
+    }
+    return err;
+  }
+
   controllers(): Promise<ControllersView> {
     return this.call('GET', '/v1/controllers');
   }
@@ -144,26 +213,7 @@ export class ApiClient {
           }),
         );
       });
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err instanceof DaemonError) return reject(err);
-        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-          reject(
-            new DaemonError('E_NOT_RUNNING', `meshd is not running for data dir ${this.opts.dataDir}`, {
-              hint: 'Start it with `meshd up --detach` (or `meshd init` / `meshd join TOKEN` on a new machine).',
-            }),
-          );
-          return;
-        }
-        if (err.code === 'EACCES') {
-          reject(
-            new DaemonError('E_SOCKET_DENIED', `permission denied on ${this.opts.socketPath}`, {
-              hint: 'The API socket is owner-only (0600): run the CLI as the user that runs the daemon.',
-            }),
-          );
-          return;
-        }
-        reject(err);
-      });
+      req.on('error', (err: NodeJS.ErrnoException) => reject(this.connectError(err)));
       if (payload !== undefined) req.write(payload);
       req.end();
     });

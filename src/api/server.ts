@@ -10,6 +10,7 @@ import type {
   ControllersView,
   HistoryQuery,
   LabelRequest,
+  LogsQuery,
   MeshEvent,
   NodeEntry,
   PeerEntry,
@@ -19,6 +20,7 @@ import type {
   RevisionView,
   StatsView,
   StatusView,
+  WhyView,
   WriteRequest,
 } from './types.ts';
 
@@ -45,6 +47,8 @@ export interface ApiHandlers {
       req: WriteRequest,
     ): { name: string; revision: string; changed: boolean };
     controllers(): ControllersView;
+    why(name: string): Promise<WhyView>;
+    logs(name: string, q: LogsQuery, signal: AbortSignal): AsyncIterable<string>;
   };
   /** Calls `listener` on every document or peer change until the returned function is called. */
   subscribe(listener: (event: MeshEvent) => void): () => void;
@@ -139,6 +143,8 @@ export class ApiServer {
       }
       if (method === 'GET' && sub === 'diff')
         return this.send(res, 200, h.pods.diff(name, opt('from'), opt('to')));
+      if (method === 'GET' && sub === 'why') return this.send(res, 200, await h.pods.why(name));
+      if (method === 'GET' && sub === 'logs') return this.streamLogs(req, res, name, parseLogsQuery(q));
       if (method === 'POST' && sub === 'rollback') {
         const body = parseWrite(await readJson(req)) as WriteRequest & { to?: string };
         return this.send(res, 200, h.pods.rollback(name, body.to, body));
@@ -167,6 +173,32 @@ export class ApiServer {
     };
     req.on('close', done);
     res.on('error', done);
+  }
+
+  /** Streams log lines as text; an error before the first line is sent as a normal JSON error. */
+  private async streamLogs(
+    req: IncomingMessage,
+    res: ServerResponse,
+    name: string,
+    q: LogsQuery,
+  ): Promise<void> {
+    const abort = new AbortController();
+    req.on('close', () => abort.abort());
+    const lines = this.handlers.pods.logs(name, q, abort.signal)[Symbol.asyncIterator]();
+    const first = await lines.next();
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+    this.streams.add(res);
+    try {
+      for (let r = first; !r.done; r = await lines.next()) {
+        if (!res.write(`${r.value}\n`)) await new Promise((resolve) => res.once('drain', resolve));
+      }
+    } catch (err) {
+      if (!abort.signal.aborted)
+        res.write(`meshd: log stream ended: ${err instanceof Error ? err.message : String(err)}\n`);
+    } finally {
+      this.streams.delete(res);
+      res.end();
+    }
   }
 
   private send(res: ServerResponse, status: number, body: unknown): void {
@@ -252,5 +284,34 @@ function parseApply(body: unknown): ApplyRequest {
     file: b.file,
     ...parseWrite(body),
     ...(typeof expectName === 'string' ? { expectName } : {}),
+  };
+}
+
+function parseLogsQuery(q: URLSearchParams): LogsQuery {
+  const num = (k: string): number | undefined => {
+    const v = q.get(k);
+    if (v === null) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) {
+      throw new ValidationError('E_BAD_REQUEST', `--${k} must be a whole number, not ${JSON.stringify(v)}`);
+    }
+    return n;
+  };
+  const stream = q.get('stream');
+  if (stream !== null && stream !== 'stdout' && stream !== 'stderr') {
+    throw new ValidationError(
+      'E_BAD_REQUEST',
+      `--stream must be stdout or stderr, not ${JSON.stringify(stream)}`,
+    );
+  }
+  const container = q.get('container');
+  const tail = num('tail');
+  const slot = num('slot');
+  return {
+    ...(container === null ? {} : { container }),
+    ...(tail === undefined ? {} : { tail }),
+    ...(slot === undefined ? {} : { slot }),
+    ...(stream === null ? {} : { stream }),
+    ...(q.get('follow') === '1' ? { follow: true } : {}),
   };
 }

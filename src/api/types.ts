@@ -57,6 +57,29 @@ export interface StatsView {
   process: { rssBytes: number; heapUsedBytes: number; uptimeMs: number };
 }
 
+/** `meshd why pod NAME`: the pod's lifecycle graph as the node that runs it sees it. */
+export interface WhyView {
+  pod: string;
+  /** The node that answered (the one running the pod, or this one). */
+  node: string;
+  /** One line per slot, or why the pod is not running. */
+  summary: string;
+  placement?: string;
+  /** Set when the running node could not be asked: what the document last said. */
+  unreachable?: string;
+  slots: Array<{ slot: number; phase: string; summary: string; text: string; blame: string; dot: string }>;
+  /** The raw report (journal snapshots) for `-o json`. */
+  report: unknown;
+}
+
+export interface LogsQuery {
+  container?: string;
+  slot?: number;
+  stream?: 'stdout' | 'stderr';
+  tail?: number;
+  follow?: boolean;
+}
+
 /** One line of the `/v1/events` stream. */
 export interface MeshEvent {
   type: 'doc' | 'peers';

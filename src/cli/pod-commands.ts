@@ -345,6 +345,80 @@ const controllers: Command = {
   },
 };
 
+const why: Command = {
+  words: ['why'],
+  usage: 'why pod NAME [--blame] [--dot] [-o json]',
+  summary:
+    "the pod's lifecycle graph: what is done, running, waiting, failed — asked of the node that runs it",
+  async run(argv, ctx) {
+    const p = parseCommand('why', argv, { blame: { type: 'boolean' }, dot: { type: 'boolean' } });
+    const view = await client(p).why(podName('why', p));
+    if (p.output !== 'text') {
+      emit(ctx, p.output, view, () => '');
+      return 0;
+    }
+    if (p.values.dot === true) {
+      ctx.out(view.slots.map((s) => s.dot).join('\n'));
+      return 0;
+    }
+    const lines = [view.summary];
+    if (view.unreachable !== undefined) lines.push(`(${view.unreachable})`);
+    if (view.placement !== undefined && view.placement !== view.summary) lines.push(view.placement);
+    for (const s of view.slots) {
+      const body = p.values.blame === true ? s.blame : s.text;
+      if (body !== '') lines.push('', `slot ${s.slot} on ${view.node} (${s.phase}):`, body.trimEnd());
+    }
+    ctx.out(lines.join('\n'));
+    return 0;
+  },
+};
+
+const logs: Command = {
+  words: ['logs'],
+  usage: 'logs pod NAME [-c CONTAINER] [--slot N] [--stderr] [-f] [--tail N]',
+  summary: "a container's output, streamed from the node that runs it",
+  async run(argv, ctx) {
+    const p = parseCommand('logs', argv, {
+      container: { type: 'string', short: 'c' },
+      slot: { type: 'string' },
+      stderr: { type: 'boolean' },
+      follow: { type: 'boolean', short: 'f' },
+      tail: { type: 'string' },
+    });
+    const name = podName('logs', p);
+    const whole = (flag: string): number | undefined => {
+      const v = stringFlag(p, flag);
+      if (v === undefined) return undefined;
+      if (!/^\d+$/.test(v))
+        throw new UsageError(`logs: --${flag} must be a whole number, not ${JSON.stringify(v)}`);
+      return Number(v);
+    };
+    const container = stringFlag(p, 'container');
+    const slot = whole('slot');
+    const tail = whole('tail');
+    const abort = new AbortController();
+    const stop = () => abort.abort();
+    process.once('SIGINT', stop);
+    try {
+      await client(p).logs(
+        name,
+        {
+          ...(container === undefined ? {} : { container }),
+          ...(slot === undefined ? {} : { slot }),
+          ...(tail === undefined ? {} : { tail }),
+          ...(p.values.stderr === true ? { stream: 'stderr' as const } : {}),
+          ...(p.values.follow === true ? { follow: true } : {}),
+        },
+        (line) => ctx.out(line),
+        abort.signal,
+      );
+    } finally {
+      process.off('SIGINT', stop);
+    }
+    return 0;
+  },
+};
+
 export const podCommands: Command[] = [
   apply,
   getPods,
@@ -354,5 +428,7 @@ export const podCommands: Command[] = [
   history,
   diff,
   rollback,
+  why,
+  logs,
   controllers,
 ];

@@ -1,12 +1,23 @@
 // The composition root: reads the data dir, wires store, document, mesh and API, and owns start/stop order.
 
 import { availableParallelism, totalmem } from 'node:os';
+import { join } from 'node:path';
 import * as Y from 'yjs';
 import type { ApiHandlers } from '../api/server.ts';
 import { ApiServer } from '../api/server.ts';
-import type { LabelRequest, MeshEvent, NodeEntry, PeerEntry, StatsView, StatusView } from '../api/types.ts';
+import type {
+  LabelRequest,
+  LogsQuery,
+  MeshEvent,
+  NodeEntry,
+  PeerEntry,
+  StatsView,
+  StatusView,
+  WhyView,
+} from '../api/types.ts';
 import { encodeJoinToken } from '../mesh/join-token.ts';
 import { type MeshNode, MeshNode as MeshNodeImpl, type MeshTuning } from '../mesh/mesh-node.ts';
+import { createProcessDriver } from '../runtime/process/process-driver.ts';
 import type { Clock } from '../shared/clock.ts';
 import { MeshdError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -17,7 +28,9 @@ import { FieldOwnership } from '../state/field-ownership.ts';
 import { ObjectStore } from '../state/object-store.ts';
 import { ed25519Signer, peerIdVerifier } from '../state/revision-records.ts';
 import type { DataDir, NodeConfig } from './data-dir.ts';
+import { PodAgent, pinnedSlots } from './pod-agent.ts';
 import { PodService } from './pod-service.ts';
+import { whyView } from './why-view.ts';
 
 export interface DaemonOptions {
   dataDir: DataDir;
@@ -43,6 +56,7 @@ export class Daemon {
   private mesh: MeshNode | undefined;
   private objects: ObjectStore | undefined;
   private pods: PodService | undefined;
+  private agent: PodAgent | undefined;
   private api: ApiServer | undefined;
   private releaseLock: (() => void) | undefined;
   private joining: boolean;
@@ -68,6 +82,7 @@ export class Daemon {
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const dir = opts.dataDir;
     const config = dir.readConfig();
+    dir.ensure();
     const privateKey = dir.readIdentity();
     const psk = dir.readPsk();
     const releaseLock = dir.acquireLock();
@@ -166,6 +181,22 @@ export class Daemon {
       host: config.nodeName,
       assertDurable: () => this.store.assertDurable(),
     });
+    const podsDir = join(this.opts.dataDir.path, 'pods');
+    this.agent = new PodAgent({
+      objects: this.objects,
+      driver: createProcessDriver({
+        clock: this.opts.clock,
+        log: this.logger,
+        compileCacheDir: join(this.opts.dataDir.path, 'cache'),
+      }),
+      node: { name: config.nodeName, peerId: mesh.peerId },
+      clock: this.opts.clock,
+      logger: this.logger,
+      dataDir: podsDir,
+      desiredSlots: () => (this.objects === undefined ? [] : pinnedSlots(this.objects, config.nodeName)),
+      meshNodes: () => this.nodes().map((n) => ({ name: n.name, reachable: n.state === 'ready' })),
+    });
+    await this.agent.start();
     this.api = await ApiServer.listen(this.opts.dataDir.socketPath, this.handlers(), this.logger);
     this.logger.info('api listening', { socket: this.opts.dataDir.socketPath });
   }
@@ -209,6 +240,8 @@ export class Daemon {
         diff: (name, from, to) => this.requirePods().diff(name, from, to),
         rollback: (name, to, req) => this.requirePods().rollback(name, to, req),
         controllers: () => this.requirePods().controllers(),
+        why: async (name) => this.why(name),
+        logs: (name, q, signal) => this.logs(name, q, signal),
       },
     };
   }
@@ -331,6 +364,26 @@ export class Daemon {
     };
   }
 
+  /** Asked of this node's agent; the node running the pod is asked over the mesh once that protocol exists. */
+  private async why(name: string): Promise<WhyView> {
+    this.requirePods().describe(name); // a clear "no such pod" first
+    const report = this.requireAgent().why(name);
+    if (report === undefined) throw new Error(`agent has no why report for ${name}`);
+    return whyView(report);
+  }
+
+  private logs(name: string, q: LogsQuery, signal: AbortSignal): AsyncIterable<string> {
+    this.requirePods().describe(name);
+    return this.requireAgent().logs(name, { ...q, signal });
+  }
+
+  private requireAgent(): PodAgent {
+    if (this.agent === undefined) {
+      throw new MeshdError('E_STARTING', 'the daemon is still starting', { hint: 'Try again in a moment.' });
+    }
+    return this.agent;
+  }
+
   private requirePods(): PodService {
     if (this.pods === undefined) {
       throw new MeshdError('E_STARTING', 'the daemon is still starting', { hint: 'Try again in a moment.' });
@@ -357,6 +410,10 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.logger.info('stopping');
       for (const c of this.cleanups.splice(0)) c();
+      // Pods outlive the daemon: the agent stops reconciling and leaves them running.
+      await this.agent
+        ?.stop()
+        .catch((err: unknown) => this.logger.warn('pod agent stop failed', { err: String(err) }));
       await this.api
         ?.close()
         .catch((err: unknown) => this.logger.warn('api close failed', { err: String(err) }));

@@ -93,10 +93,14 @@ export class DataDir {
     this.writeFileAtomic(this.configFile, `${JSON.stringify(config, null, 2)}\n`, 0o644);
   }
 
-  /** Creates the directory (0700) if needed; refuses a path that exists and is not a directory. */
+  /**
+   * Creates the directory if needed, mode 0711: others may traverse it (the sandboxed pods, uid 65534,
+   * reach their own directories under pods/) but not list it; secrets are 0600 files.
+   */
   ensure(): void {
     try {
-      fs.mkdirSync(this.path, { recursive: true, mode: 0o700 });
+      fs.mkdirSync(this.path, { recursive: true, mode: 0o711 });
+      fs.chmodSync(this.path, 0o711);
     } catch (err) {
       throw this.ioError('create', this.path, err);
     }

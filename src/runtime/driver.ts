@@ -35,6 +35,12 @@ export interface StartRequest {
   ports: Readonly<Record<string, number>>;
   limits: ContainerLimits;
   leaseEpoch: number;
+  /** MESHD_POD when `podKey` names one replica slot (`web.0`) rather than the pod; `podKey` otherwise. */
+  podName?: string;
+  /** MESHD_SLOT: the replica slot this container belongs to. */
+  slot?: number;
+  /** MESHD_NODE: the node running the container. */
+  node?: string;
 }
 
 /** Enough to find, check and signal a running container after a daemon restart. */
@@ -105,6 +111,20 @@ export interface LogReadOptions {
   signal?: AbortSignal;
 }
 
+/** How a command run with `exec` ended; `output` is the tail of its stdout and stderr. */
+export interface ExecResult {
+  exitCode: number | null;
+  signal: string | null;
+  /** The command ran past `timeoutMs` (or `signal` aborted) and was killed. */
+  timedOut: boolean;
+  output: string;
+}
+
+export interface ExecOptions {
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
 export interface RuntimeDriver {
   /** Checks the host can run the pod sandboxed (never falls back to an unsandboxed run). */
   prepare(pod: { podKey: string; podDir: string }): Promise<PrepareReport>;
@@ -116,6 +136,11 @@ export interface RuntimeDriver {
   /** A handle for a container still running under its supervisor, or undefined (gone, or a recycled pid). */
   adopt(stateFile: string): Promise<ContainerHandle | undefined>;
   logs(path: string, opts: LogReadOptions): AsyncIterable<string>;
+  /**
+   * Runs `command` once beside a running container (exec health probes): the same sandbox and
+   * filesystem view, never an unsandboxed process. Rejects only when it cannot run at all.
+   */
+  exec?(handle: ContainerHandle, command: readonly string[], opts: ExecOptions): Promise<ExecResult>;
 }
 
 /** The host cannot sandbox: bubblewrap missing or broken, or an unsupported architecture. */

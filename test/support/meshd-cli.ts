@@ -2,12 +2,13 @@
 
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DataDir } from '../../src/daemon/data-dir.ts';
+import { killSupervisorsUnder } from './pod-world.ts';
 
 export const meshdBin = fileURLToPath(new URL('../../bin/meshd.js', import.meta.url));
 export const loopback = ['--listen', '/ip4/127.0.0.1/tcp/0'];
@@ -87,7 +88,10 @@ export class MeshFixture {
   }
 
   static async create(prefix = 'meshd-e2e-'): Promise<MeshFixture> {
-    return new MeshFixture(await mkdtemp(join(tmpdir(), prefix)));
+    const root = await mkdtemp(join(tmpdir(), prefix));
+    // Sandboxed pods run as uid 65534 and must traverse down to their directories under each data dir.
+    await chmod(root, 0o711);
+    return new MeshFixture(root);
   }
 
   dataDir(name: string): string {
@@ -138,6 +142,8 @@ export class MeshFixture {
       const pid = new DataDir(dir).runningPid();
       if (pid !== undefined) process.kill(pid, 'SIGKILL');
     }
+    // Pods outlive their daemon by design: kill every supervisor (and so its container) the nodes started.
+    await killSupervisorsUnder(this.root);
     await rm(this.root, { recursive: true, force: true });
   }
 }

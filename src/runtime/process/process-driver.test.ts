@@ -394,6 +394,56 @@ test('a command that does not exist fails start quickly with a clear reason', as
   });
 });
 
+test('exec runs a command beside the container in the same sandbox, and kills it at its timeout', async (t) => {
+  const p = pod(t);
+  const h = await startIn(p, 'probe', ['sh', '-c', 'echo ready > /work/ready; exec sleep 600'], {
+    env: { GREETING: 'hi' },
+  });
+  await waitFor(() => existsSync(join(p.podDir, 'probe', 'work', 'ready')), {
+    timeoutMs: 5000,
+    what: 'the container to write /work/ready',
+  });
+  const ok = await p.driver.exec(
+    h,
+    ['sh', '-c', 'cat /work/ready; id -u; echo "$GREETING"; grep CapEff /proc/self/status'],
+    {
+      timeoutMs: 5000,
+    },
+  );
+  assert.equal(ok.exitCode, 0, ok.output);
+  assert.equal(ok.timedOut, false);
+  assert.match(ok.output, /^ready\n65534\nhi\nCapEff:\s+0+$/);
+  const failed = await p.driver.exec(h, ['sh', '-c', 'echo nope >&2; exit 4'], { timeoutMs: 5000 });
+  assert.deepEqual([failed.exitCode, failed.output], [4, 'nope']);
+  const missing = await p.driver.exec(h, ['no-such-probe'], { timeoutMs: 5000 });
+  assert.notEqual(missing.exitCode, 0);
+  assert.match(missing.output, /no-such-probe/);
+
+  const began = Date.now();
+  const slow = await p.driver.exec(h, ['sh', '-c', 'echo $$ > /work/slow.pid; exec sleep 30'], {
+    timeoutMs: 300,
+  });
+  assert.equal(slow.timedOut, true);
+  assert.ok(Date.now() - began < 5000);
+  const slowPid = readFileSync(join(p.podDir, 'probe', 'work', 'slow.pid'), 'utf8').trim();
+  assert.equal(slowPid, '2', 'the probe has a pid namespace of its own');
+  // Nothing of the probe sandbox is left: no `sleep 30` owned by the sandbox user besides the container's.
+  await waitFor(
+    () =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .every((d) => {
+          try {
+            return !readFileSync(`/proc/${d}/cmdline`, 'utf8').startsWith('sleep\u000030');
+          } catch {
+            return true;
+          }
+        }),
+    { timeoutMs: 5000, what: 'the timed-out probe to be killed' },
+  );
+  assert.equal((await p.driver.status(h)).running, true, 'the container itself is untouched');
+});
+
 test('without bubblewrap nothing runs: prepare and start fail and name the package', async (t) => {
   const p = pod(t, { bwrapPath: join(root, 'no-such-bwrap') });
   for (const attempt of [

@@ -13,6 +13,8 @@ import { type Logger, silentLogger } from '../../shared/logger.ts';
 import {
   type ContainerHandle,
   type ContainerStatus,
+  type ExecOptions,
+  type ExecResult,
   type LogReadOptions,
   type PrepareReport,
   ProcessStartError,
@@ -31,6 +33,7 @@ import {
   buildSandboxArgs,
   checkContainerName,
   DEFAULT_TMP_BYTES,
+  encodeArgs,
   SANDBOX_GID,
   SANDBOX_UID,
   sandboxEnv,
@@ -100,6 +103,9 @@ export function containerPaths(podDir: string, logDir: string, name: string): Co
     stderrLog: join(resolve(logDir), `${name}.stderr.log`),
   };
 }
+
+/** How much of an exec'd command's output is kept (its tail). */
+const EXEC_OUTPUT_CHARS = 2000;
 
 function supervisorScript(): string {
   // Source runs as .ts (Node strips types); the compiled build ships .js beside this file.
@@ -330,6 +336,9 @@ export class ProcessDriver implements RuntimeDriver {
       container: name,
       leaseEpoch: req.leaseEpoch,
       ports: req.ports,
+      ...(req.podName === undefined ? {} : { podName: req.podName }),
+      ...(req.slot === undefined ? {} : { slot: req.slot }),
+      ...(req.node === undefined ? {} : { node: req.node }),
     });
     const paths = containerPaths(req.podDir, req.logDir, name);
     const args = buildSandboxArgs({
@@ -599,6 +608,75 @@ export class ProcessDriver implements RuntimeDriver {
       await delay(this.clock, 150);
     }
     return undefined;
+  }
+
+  /**
+   * Runs `command` in a fresh sandbox built from the container's own launch options (same user,
+   * namespaces, seccomp filter, /work bind and environment; its own pid namespace and /tmp). The
+   * sandbox dies with the daemon (--die-with-parent) and is killed at `timeoutMs`.
+   */
+  async exec(handle: ContainerHandle, command: readonly string[], opts: ExecOptions): Promise<ExecResult> {
+    const launchFile = join(dirname(handle.stateFile), 'launch.json');
+    let launch: LaunchSpec;
+    try {
+      launch = JSON.parse(await readFile(launchFile, 'utf8')) as LaunchSpec;
+    } catch (err) {
+      throw new ProcessStartError(
+        'E_EXEC',
+        `cannot run a command beside ${handle.podKey}/${handle.container}: ${describeError(err)}`,
+        { hint: 'The container was not started by this driver, or its run directory was removed.' },
+      );
+    }
+    if (command.length === 0 || command.some((a) => a.includes('\0'))) {
+      throw new ProcessStartError('E_EXEC', 'exec command is empty or contains a NUL byte', {
+        hint: 'Give the program and its arguments, e.g. ["cat", "/work/ready"].',
+      });
+    }
+    await this.checkSandbox();
+    return new Promise((resolveExec, reject) => {
+      const child = spawn(launch.bwrapPath, ['--seccomp', '3', '--args', '4', '--', ...command], {
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+        env: {},
+        cwd: '/',
+        ...(launch.hostUid === undefined ? {} : { uid: launch.hostUid }),
+        ...(launch.hostGid === undefined ? {} : { gid: launch.hostGid }),
+      });
+      let output = '';
+      const keep = (chunk: Buffer) => {
+        output = (output + chunk.toString('utf8')).slice(-EXEC_OUTPUT_CHARS);
+      };
+      child.stdout?.on('data', keep);
+      child.stderr?.on('data', keep);
+      const [, , , seccompFd, argsFd] = child.stdio as unknown as [
+        null,
+        null,
+        null,
+        NodeJS.WritableStream & { on(e: 'error', f: () => void): void },
+        NodeJS.WritableStream & { on(e: 'error', f: () => void): void },
+      ];
+      seccompFd?.on('error', () => {});
+      argsFd?.on('error', () => {});
+      seccompFd?.end(buildSeccompProgram());
+      argsFd?.end(encodeArgs(launch.sandboxOptions));
+      let timedOut = false;
+      // Killing bwrap kills the sandbox's init through its parent-death signal, hence everything in it.
+      const kill = () => {
+        timedOut = true;
+        if (child.pid !== undefined) signal(child.pid, 'SIGKILL');
+      };
+      const timer = this.clock.setTimeout(kill, opts.timeoutMs);
+      opts.signal?.addEventListener('abort', kill, { once: true });
+      child.once('error', (err) => {
+        timer.cancel();
+        opts.signal?.removeEventListener('abort', kill);
+        reject(new SandboxUnavailableError(`cannot run ${launch.bwrapPath}: ${err.message}`, { cause: err }));
+      });
+      child.once('close', (code, sig) => {
+        timer.cancel();
+        opts.signal?.removeEventListener('abort', kill);
+        resolveExec({ exitCode: code, signal: sig, timedOut, output: output.trim() });
+      });
+    });
   }
 
   logs(path: string, opts: LogReadOptions): AsyncIterable<string> {

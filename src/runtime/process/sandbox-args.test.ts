@@ -149,6 +149,30 @@ test('the environment is cleared first, then only PATH, HOME, spec, MESHD_* and 
   assert.equal(env.MESHD_LEASE_EPOCH, '7');
 });
 
+test('a replica slot sees its pod name, slot and node; without them MESHD_POD is the pod key', () => {
+  const slot = sandboxEnv({
+    env: {},
+    podKey: 'web.1',
+    container: 'app',
+    leaseEpoch: 2,
+    ports: {},
+    podName: 'web',
+    slot: 1,
+    node: 'nas',
+  });
+  assert.equal(slot.MESHD_POD, 'web');
+  assert.equal(slot.MESHD_SLOT, '1');
+  assert.equal(slot.MESHD_NODE, 'nas');
+  const plain = sandboxEnv({ env: {}, podKey: 'web', container: 'app', leaseEpoch: 2, ports: {} });
+  assert.equal(plain.MESHD_POD, 'web');
+  assert.equal(plain.MESHD_SLOT, undefined);
+  assert.equal(plain.MESHD_NODE, undefined);
+  assert.throws(
+    () => sandboxEnv({ env: {}, podKey: 'p', container: 'c', leaseEpoch: 1, ports: {}, node: 'a\0b' }),
+    /node contains a NUL byte/,
+  );
+});
+
 test('a spec cannot set MESHD_* or PORT_*, bad names, or two ports with one variable', () => {
   const base = { podKey: 'p', container: 'c', leaseEpoch: 1, ports: {} };
   assert.throws(() => sandboxEnv({ ...base, env: { MESHD_POD: 'x' } }), ValidationError);

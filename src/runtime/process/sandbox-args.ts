@@ -43,6 +43,12 @@ export interface SandboxEnvInput {
   container: string;
   leaseEpoch: number;
   ports: Readonly<Record<string, number>>;
+  /** The pod's name for MESHD_POD when `podKey` names one slot of it (`web.0`); `podKey` otherwise. */
+  podName?: string;
+  /** Replica slot, as MESHD_SLOT. */
+  slot?: number;
+  /** The node running the container, as MESHD_NODE. */
+  node?: string;
 }
 
 const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -92,9 +98,11 @@ export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
     checkNoNul(value, path);
     out[name] = value;
   }
-  out.MESHD_POD = input.podKey;
+  out.MESHD_POD = input.podName ?? input.podKey;
   out.MESHD_CONTAINER = input.container;
   out.MESHD_LEASE_EPOCH = String(input.leaseEpoch);
+  if (input.slot !== undefined) out.MESHD_SLOT = String(input.slot);
+  if (input.node !== undefined) out.MESHD_NODE = input.node;
   for (const [name, port] of Object.entries(input.ports)) {
     const path = `containers.${input.container}.ports.${name}`;
     const envName = portEnvName(name);
@@ -113,6 +121,12 @@ export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
     out[envName] = String(port);
   }
   checkNoNul(input.podKey, 'podKey');
+  for (const [field, value] of [
+    ['podName', input.podName],
+    ['node', input.node],
+  ] as const) {
+    if (value !== undefined) checkNoNul(value, field);
+  }
   return out;
 }
 
