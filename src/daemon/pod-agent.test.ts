@@ -10,7 +10,7 @@ import { execHookStep } from '../lifecycle/plugin-steps.ts';
 import type { ContainerStatus } from '../runtime/driver.ts';
 import { isSameProcess, readProcStat } from '../runtime/process/proc-stat.ts';
 import { systemClock } from '../shared/clock.ts';
-import { parsePodSpec } from '../state/pod-spec.ts';
+import { parsePodSpec, podStatusKey } from '../state/pod-spec.ts';
 import { explainPinned, pinnedSlots, runtimeSpecHash, slotHealth } from './pod-agent.ts';
 import { DEFAULT_PORT_RANGE } from './port-allocator.ts';
 
@@ -47,8 +47,11 @@ function running(w: PodWorld, pod: string, slot = 0) {
   return s?.phase === 'running' && typeof s.pid === 'number' ? s : undefined;
 }
 
+/** Records of the pod and of its status object: a re-adoption must add to neither. */
 function historyLength(w: PodWorld, pod: string): number {
-  return w.store.get(`pod/${pod}`)?.history.length ?? 0;
+  return (
+    (w.store.get(`pod/${pod}`)?.history.length ?? 0) + (w.store.get(podStatusKey(pod))?.history.length ?? 0)
+  );
 }
 
 const cs = (over: Partial<ContainerStatus>): ContainerStatus => ({
@@ -185,8 +188,13 @@ test('a pod pinned here runs sandboxed, answers HTTP, reports its slot, and rest
   );
   assert.equal(await httpOk(port), true);
   // Every status record is the runtime's, signed by this node.
-  const system = w.store.get('pod/web')?.history.filter((h) => h.controller === 'runtime') ?? [];
+  const system = w.store.get(podStatusKey('web'))?.history ?? [];
   assert.ok(system.length >= 1);
+  // Status lives apart from the spec: the pod's own history holds the user's revisions only.
+  assert.deepEqual(
+    w.store.get('pod/web')?.history.map((h) => h.controller),
+    ['user'],
+  );
   for (const h of system)
     assert.deepEqual([h.kind, h.author.actor, h.author.host], ['system', 'runtime', NODE]);
 

@@ -23,7 +23,13 @@ import type { Logger } from '../shared/logger.ts';
 import type { Materialized } from '../state/materialize.ts';
 import { diffMergePatch, isPlainObject, type JsonObject, type JsonValue } from '../state/merge-patch.ts';
 import type { AppendInput } from '../state/object-store.ts';
-import { type Pod, type PodSpec, podFromStored, type RestartPolicy } from '../state/pod-spec.ts';
+import {
+  type Pod,
+  type PodSpec,
+  podFromStored,
+  podStatusKey,
+  type RestartPolicy,
+} from '../state/pod-spec.ts';
 import { canonicalJson } from '../state/revision-records.ts';
 import { PodSlotFiles, SLOT_RECORD_VERSION, type SlotRecord, unitName } from './pod-slot-files.ts';
 import {
@@ -836,11 +842,12 @@ export class PodAgent {
   /** Writes the slot's status if it differs from the document's (updatedAt aside). */
   private flushStatus(u: Unit): void {
     if (this.closed) return;
-    const key = `pod/${u.pod}`;
-    const m = this.opts.objects.get(key);
+    const m = this.opts.objects.get(`pod/${u.pod}`);
     if (m?.object == null) return; // deleted: nothing to report on
-    const slots =
-      isPlainObject(m.object.status) && isPlainObject(m.object.status.slots) ? m.object.status.slots : {};
+    // Status has its own object, so the pod's revision numbers count spec changes only.
+    const key = podStatusKey(u.pod);
+    const st = this.opts.objects.get(key)?.object;
+    const slots = isPlainObject(st?.status) && isPlainObject(st.status.slots) ? st.status.slots : {};
     const current = slots[String(u.slot)];
     const currentNode = isPlainObject(current) ? current.node : undefined;
     const ours = u.active !== undefined || u.target !== undefined;

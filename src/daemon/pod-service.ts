@@ -17,7 +17,7 @@ import type { FieldOwnership } from '../state/field-ownership.ts';
 import type { HistoryEntry, Materialized } from '../state/materialize.ts';
 import type { JsonObject } from '../state/merge-patch.ts';
 import type { ObjectStore } from '../state/object-store.ts';
-import { parsePodSpec, podFromStored, type StoredPod } from '../state/pod-spec.ts';
+import { parsePodSpec, podFromStored, podStatusKey, type StoredPod } from '../state/pod-spec.ts';
 import type { Author } from '../state/revision-records.ts';
 
 export interface PodServiceDeps {
@@ -59,7 +59,15 @@ export class PodService {
   }
 
   list(): PodEntry[] {
-    return this.deps.store.list('pod').flatMap((m) => entriesOf(m));
+    return this.deps.store.list('pod').flatMap((m) => entriesOf(m, this.statusOf(m)));
+  }
+
+  /** `status.slots` from the pod's status object (`podstatus/<name>`). */
+  private statusOf(m: Materialized): Record<string, SlotStatus> {
+    const name = m.key.slice(m.key.indexOf('/') + 1);
+    const status = this.deps.store.get(podStatusKey(name))?.object?.status as { slots?: unknown } | undefined;
+    const slots = status?.slots;
+    return typeof slots === 'object' && slots !== null ? (slots as Record<string, SlotStatus>) : {};
   }
 
   describe(name: string): PodDescription {
@@ -69,8 +77,8 @@ export class PodService {
       name,
       revision: m.revision ?? '',
       spec: userSpecText(m.object),
-      status: (stored.status ?? {}) as JsonObject,
-      slots: entriesOf(m),
+      status: { ...((stored.status ?? {}) as JsonObject), slots: this.statusOf(m) as unknown as JsonObject },
+      slots: entriesOf(m, this.statusOf(m)),
       revisions: m.history.slice(-10).map(revisionView),
     };
   }
@@ -91,7 +99,11 @@ export class PodService {
   history(name: string, q: HistoryQuery): RevisionView[] {
     const m = this.deps.store.get(podKey(name));
     if (m === undefined) throw notFound(name);
-    return m.history
+    // What meshd changed (status, kind system) lives in the status object; merged here by time.
+    const status = this.deps.store.get(podStatusKey(name));
+    const system = (status?.history ?? []).map((h) => ({ ...h, revision: `s${h.revision}` }));
+    return [...m.history, ...system]
+      .sort((a, b) => a.at - b.at)
       .filter((h) => q.author === undefined || h.author.actor === q.author || h.author.host === q.author)
       .filter(
         (h) =>
@@ -242,11 +254,10 @@ interface SlotStatus {
 }
 
 /** One entry per slot (`replicas: 3` → three entries with the same name). */
-function entriesOf(m: Materialized): PodEntry[] {
+function entriesOf(m: Materialized, slots: Record<string, SlotStatus>): PodEntry[] {
   if (m.object === null) return [];
   const stored = m.object as unknown as StoredPod;
   const spec = stored.spec;
-  const slots = (stored.status?.slots ?? {}) as Record<string, SlotStatus>;
   const replicas = spec.replicas ?? 1;
   return Array.from({ length: replicas }, (_, i) => {
     const s = slots[String(i)] ?? {};

@@ -269,6 +269,111 @@ test('onChange fires once per local or remote change of nodes or mesh info, and 
   assert.equal(calls, 3);
 });
 
+test('node flags: cordon and drain from any peer, written only when changed, read with defaults', () => {
+  const a = new ClusterDoc(docWithId(1));
+  const b = new ClusterDoc(docWithId(2));
+  a.upsertNode(record('peerA', 'nas'));
+  exchange(a.doc, b.doc);
+  assert.deepEqual(b.nodeControls('peerA'), { cordoned: false, draining: false, policy: {} });
+  let calls = 0;
+  a.onChange(() => {
+    calls++;
+  });
+  const updates: Uint8Array[] = [];
+  b.doc.on('update', (u: Uint8Array) => updates.push(u));
+  assert.deepEqual(b.setNodeFlags('nas', { cordoned: true }), {
+    cordoned: true,
+    draining: false,
+    policy: {},
+  });
+  b.setNodeFlags('nas', { cordoned: true });
+  assert.equal(updates.length, 1, 'an unchanged flag writes nothing');
+  exchange(a.doc, b.doc);
+  assert.equal(calls, 1, 'a remote flag change is a node change');
+  assert.equal(a.nodeControls('peerA').cordoned, true);
+  a.setNodeFlags('nas', { draining: true });
+  exchange(a.doc, b.doc);
+  assert.deepEqual(b.nodeControls('peerA'), { cordoned: true, draining: true, policy: {} });
+  b.setNodeFlags('nas', { cordoned: false, draining: false });
+  assert.deepEqual(b.nodeControls('peerA'), { cordoned: false, draining: false, policy: {} });
+
+  assert.throws(() => a.setNodeFlags('nsa', { cordoned: true }), { code: 'E_NODE_NOT_FOUND', hint: /nas/ });
+  assert.throws(() => a.setNodeFlags('nas', { cordoned: 'yes' as unknown as boolean }), {
+    code: 'E_NODE_FLAG',
+  });
+
+  // A raw edit with a wrong type reads as the default and is reported, without hiding the node.
+  (a.doc.getMap<unknown>('nodes').get('peerA') as Y.Map<unknown>).set('cordoned', 'yes');
+  assert.equal(a.nodeControls('peerA').cordoned, false);
+  assert.equal(a.nodeByName('nas')?.peerId, 'peerA');
+  assert.match(
+    a.nodes().rejected.find((r) => r.key === 'nodes/peerA/cordoned')?.reason ?? '',
+    /not true or false.*read as false/,
+  );
+});
+
+test('node policy: validated, stored once per change, and a malformed one reads as nothing allowed', () => {
+  const cd = new ClusterDoc(new Y.Doc());
+  cd.upsertNode(record('peerA', 'nas'));
+  const updates: Uint8Array[] = [];
+  cd.doc.on('update', (u: Uint8Array) => updates.push(u));
+  const policy = {
+    hostNetwork: true,
+    hostPaths: [{ path: '/srv/data', readOnly: true }, { path: '/tmp' }],
+    capabilities: ['NET_BIND_SERVICE'],
+  };
+  cd.setNodePolicy('peerA', policy);
+  cd.setNodePolicy('peerA', structuredClone(policy));
+  assert.equal(updates.length, 1);
+  assert.deepEqual(cd.nodeControls('peerA').policy, policy);
+  assert.throws(() => cd.setNodePolicy('peerA', { hostPaths: [{ path: 'relative' }] }), {
+    code: 'E_NODE_POLICY',
+    message: /hostPaths\[0\]/,
+  });
+  assert.throws(() => cd.setNodePolicy('peerA', { devices: [1] as unknown as string[] }), {
+    code: 'E_NODE_POLICY',
+  });
+  assert.throws(() => cd.setNodePolicy('peerZ', {}), { code: 'E_NODE_NOT_FOUND' });
+  (cd.doc.getMap<unknown>('nodes').get('peerA') as Y.Map<unknown>).set('policy', { hostNetwork: 'sure' });
+  assert.deepEqual(cd.nodeControls('peerA').policy, {});
+  assert.match(
+    cd.nodes().rejected.find((r) => r.key === 'nodes/peerA/policy')?.reason ?? '',
+    /hostNetwork must be true or false.*nothing allowed/,
+  );
+});
+
+test('forgetNode marks a node dead on every peer; forgetting again changes nothing; unforget takes it back', () => {
+  const a = new ClusterDoc(docWithId(1));
+  const b = new ClusterDoc(docWithId(2));
+  a.upsertNode(record('peerA', 'nas'));
+  a.upsertNode(record('peerB', 'vps'));
+  exchange(a.doc, b.doc);
+  let calls = 0;
+  b.onChange(() => {
+    calls++;
+  });
+  assert.deepEqual(a.forgetNode('vps', 1234), { peerId: 'peerB', name: 'vps', at: 1234 });
+  const updates: Uint8Array[] = [];
+  a.doc.on('update', (u: Uint8Array) => updates.push(u));
+  assert.deepEqual(a.forgetNode('vps', 9999), { peerId: 'peerB', name: 'vps', at: 1234 });
+  assert.equal(updates.length, 0);
+  exchange(a.doc, b.doc);
+  assert.equal(calls, 1);
+  assert.deepEqual(b.forgotten(), [{ peerId: 'peerB', name: 'vps', at: 1234 }]);
+  assert.equal(b.nodeByName('vps')?.peerId, 'peerB', 'the record stays: its name is still taken');
+  assert.throws(() => b.forgetNode('pi', 1), { code: 'E_NODE_NOT_FOUND' });
+  // A raw entry counts by its key, whatever its value.
+  b.doc.getMap<unknown>('forgotten').set('peerA', 'garbage');
+  assert.deepEqual(
+    b.forgotten().map((f) => f.peerId),
+    ['peerA', 'peerB'],
+  );
+  b.unforgetNode('nas');
+  b.unforgetNode('vps');
+  exchange(a.doc, b.doc);
+  assert.deepEqual(a.forgotten(), []);
+});
+
 /** nodes() with label keys in a fixed order, so replicas compare byte for byte. */
 function canonical(cd: ClusterDoc): string {
   return JSON.stringify(cd.nodes());

@@ -35,17 +35,58 @@ export interface MeshInfo {
   name: string;
 }
 
+/** A host path prefix a node allows pods to mount (`readOnly`: only read-only mounts of it). */
+export interface HostPathRule {
+  path: string;
+  readOnly?: boolean;
+}
+
+/** What a node's operator allows pods to relax: the node half of the double opt-in (node config). */
+export interface NodePolicyRecord {
+  hostNetwork?: boolean;
+  unsandboxed?: boolean;
+  /** Allowed absolute path prefixes. */
+  hostPaths?: HostPathRule[];
+  /** Allowed device paths, exactly. */
+  devices?: string[];
+  /** Allowed Linux capabilities (`NET_BIND_SERVICE`). */
+  capabilities?: string[];
+}
+
+/** Scheduling controls of a node. Absent or malformed fields read as the defaults below. */
+export interface NodeControls {
+  /** Takes no new slots and keeps those it holds (`meshd node cordon`). Default false. */
+  cordoned: boolean;
+  /** Takes no new slots and releases those it holds (`meshd node drain`). Default false. */
+  draining: boolean;
+  /** Written by the node itself from its config. Default `{}`: nothing relaxed. */
+  policy: NodePolicyRecord;
+}
+
+/** A node declared dead with `meshd node forget`: its slots move, whatever their availability. */
+export interface ForgottenNode {
+  peerId: string;
+  /** Its name when it was forgotten ('' if the entry does not say). */
+  name: string;
+  /** When it was forgotten (ms since the epoch; 0 if the entry does not say). */
+  at: number;
+}
+
 /*
  * Layout (the wire format every peer shares):
  *   doc.getMap('mesh')  : id, name                       (written once, at `meshd init`)
  *   doc.getMap('nodes') : peerId -> Y.Map {
  *     peerId, name, version: string; joinedAt: number; addrs: string[] (plain value);
  *     capacity: { cpu, memoryBytes } (plain value); labels: Y.Map<string> (so that two peers editing
- *     different labels concurrently both win) }
+ *     different labels concurrently both win);
+ *     cordoned?, draining?: boolean (any peer, `meshd node cordon|drain`); policy?: NodePolicyRecord
+ *     (plain value, written by the node itself) }
+ *   doc.getMap('forgotten') : peerId -> { name, at }  (`meshd node forget`; the key's presence is what counts)
  * Yjs keeps a tombstone per overwritten map value, so writers only set values that changed.
  */
 const nodesKey = 'nodes';
 const meshKey = 'mesh';
+const forgottenKey = 'forgotten';
 
 const nodeNamePattern = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 const labelNamePattern = /^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/;
@@ -66,11 +107,13 @@ export class ClusterDoc {
   readonly doc: Y.Doc;
   private readonly nodesMap: Y.Map<unknown>;
   private readonly meshMap: Y.Map<unknown>;
+  private readonly forgottenMap: Y.Map<unknown>;
 
   constructor(doc: Y.Doc) {
     this.doc = doc;
     this.nodesMap = doc.getMap<unknown>(nodesKey);
     this.meshMap = doc.getMap<unknown>(meshKey);
+    this.forgottenMap = doc.getMap<unknown>(forgottenKey);
   }
 
   /** The mesh identity, or undefined before it is known (a joiner before its first sync). */
@@ -200,17 +243,7 @@ export class ClusterDoc {
    * writes of the same key end with one value on every peer.
    */
   setLabels(nodeName: string, set: Record<string, string>, remove: string[]): NodeRecord {
-    const node = this.nodeByName(nodeName);
-    if (node === undefined) {
-      const known = this.nodes().nodes.map((n) => n.name);
-      throw new NotFoundError('E_NODE_NOT_FOUND', `no node named "${nodeName}"`, {
-        hint:
-          known.length === 0
-            ? 'No node is known yet: is the daemon synced with the mesh?'
-            : `Known nodes: ${known.join(', ')}.`,
-        details: { node: nodeName, known },
-      });
-    }
+    const node = this.requireNode(nodeName);
     for (const [key, value] of Object.entries(set)) {
       assertLabel(key, value, `labels.${key}`);
       if (remove.includes(key)) {
@@ -238,9 +271,132 @@ export class ClusterDoc {
     return updated;
   }
 
-  /** Calls `listener` once after every transaction (local or remote) that changed nodes or mesh info. */
+  /**
+   * Sets the cordoned and/or draining flag of the node named `nodeName` (fields left out stay as they are),
+   * writing only what changes. Any peer may: `meshd node cordon|uncordon|drain` run anywhere in the mesh.
+   */
+  setNodeFlags(nodeName: string, flags: { cordoned?: boolean; draining?: boolean }): NodeControls {
+    const node = this.requireNode(nodeName);
+    for (const field of ['cordoned', 'draining'] as const) {
+      const value: unknown = flags[field];
+      if (value !== undefined && typeof value !== 'boolean') {
+        throw new ValidationError('E_NODE_FLAG', `${field} must be true or false, not ${describe(value)}`, {
+          hint: 'This is a bug in the caller: node flags come from `meshd node cordon|uncordon|drain`.',
+          details: { path: field, value, node: nodeName },
+        });
+      }
+    }
+    const entry = this.nodesMap.get(node.peerId);
+    if (!(entry instanceof Y.Map)) throw new Error(`node ${node.peerId} vanished while setting flags`);
+    this.doc.transact(() => {
+      const map = entry as Y.Map<unknown>;
+      if (flags.cordoned !== undefined && map.get('cordoned') !== flags.cordoned)
+        map.set('cordoned', flags.cordoned);
+      if (flags.draining !== undefined && map.get('draining') !== flags.draining)
+        map.set('draining', flags.draining);
+    });
+    return this.nodeControls(node.peerId);
+  }
+
+  /**
+   * Stores what the node `peerId` allows pods to relax. Written by that node from its own config (the
+   * operator's half of the double opt-in); only a changed policy is written.
+   */
+  setNodePolicy(peerId: string, policy: NodePolicyRecord): void {
+    const problem = policyProblem(policy);
+    if (problem !== undefined) {
+      throw new ValidationError(
+        'E_NODE_POLICY',
+        `node policy of ${peerId}: ${problem.path} ${problem.problem}`,
+        {
+          hint: 'Fix the policy in the node config: hostNetwork/unsandboxed are booleans, hostPaths a list of { path: absolute, readOnly? }, devices and capabilities lists of strings.',
+          details: { path: `policy.${problem.path}`, peer: peerId },
+        },
+      );
+    }
+    const entry = this.nodesMap.get(peerId);
+    if (!(entry instanceof Y.Map)) {
+      throw new NotFoundError('E_NODE_NOT_FOUND', `no node record for peer ${peerId}`, {
+        hint: 'Write the node record (upsertNode) before its policy.',
+        details: { peer: peerId },
+      });
+    }
+    const plain = normalizePolicy(policy);
+    const current = (entry as Y.Map<unknown>).get('policy');
+    if (JSON.stringify(current) === JSON.stringify(plain)) return;
+    this.doc.transact(() => (entry as Y.Map<unknown>).set('policy', plain));
+  }
+
+  /** The scheduling controls of node `peerId`; defaults (not cordoned, nothing allowed) for what is absent. */
+  nodeControls(peerId: string): NodeControls {
+    const entry = this.nodesMap.get(peerId);
+    const map = entry instanceof Y.Map ? (entry as Y.Map<unknown>) : undefined;
+    const cordoned = map?.get('cordoned');
+    const draining = map?.get('draining');
+    const policy = map?.get('policy');
+    return {
+      cordoned: cordoned === true,
+      draining: draining === true,
+      policy:
+        policy !== undefined && policyProblem(policy) === undefined
+          ? normalizePolicy(policy as NodePolicyRecord)
+          : {},
+    };
+  }
+
+  /**
+   * Declares the node named `nodeName` dead (`meshd node forget`): every peer stops counting on it, and
+   * its slots move at once, best-effort ones included. Forgetting a forgotten node changes nothing.
+   */
+  forgetNode(nodeName: string, at: number): ForgottenNode {
+    const node = this.requireNode(nodeName);
+    const existing = this.forgotten().find((f) => f.peerId === node.peerId);
+    if (existing !== undefined) return existing;
+    const entry: ForgottenNode = { peerId: node.peerId, name: node.name, at };
+    this.doc.transact(() => this.forgottenMap.set(node.peerId, { name: node.name, at }));
+    return entry;
+  }
+
+  /** Takes back `forgetNode` for the node named `nodeName` (a node declared dead by mistake). */
+  unforgetNode(nodeName: string): void {
+    const node = this.requireNode(nodeName);
+    if (this.forgottenMap.has(node.peerId)) this.doc.transact(() => this.forgottenMap.delete(node.peerId));
+  }
+
+  /** Every forgotten peer, sorted by peer id. A key counts even when its value is malformed. */
+  forgotten(): ForgottenNode[] {
+    const out: ForgottenNode[] = [];
+    for (const [peerId, value] of this.forgottenMap.entries()) {
+      const v =
+        typeof value === 'object' && value !== null && !Array.isArray(value)
+          ? (value as Record<string, unknown>)
+          : {};
+      out.push({
+        peerId,
+        name: typeof v.name === 'string' ? v.name : '',
+        at: typeof v.at === 'number' && Number.isFinite(v.at) ? v.at : 0,
+      });
+    }
+    return out.sort((a, b) => compare(a.peerId, b.peerId));
+  }
+
+  /** The node named `nodeName`, or a NotFoundError listing the known names. */
+  private requireNode(nodeName: string): NodeRecord {
+    const node = this.nodeByName(nodeName);
+    if (node !== undefined) return node;
+    const known = this.nodes().nodes.map((n) => n.name);
+    throw new NotFoundError('E_NODE_NOT_FOUND', `no node named "${nodeName}"`, {
+      hint:
+        known.length === 0
+          ? 'No node is known yet: is the daemon synced with the mesh?'
+          : `Known nodes: ${known.join(', ')}.`,
+      details: { node: nodeName, known },
+    });
+  }
+
+  /** Calls `listener` once after every transaction (local or remote) that changed nodes, mesh info or forgotten nodes. */
   onChange(listener: () => void): () => void {
-    const watched: ReadonlySet<unknown> = new Set<unknown>([this.nodesMap, this.meshMap]);
+    const watched: ReadonlySet<unknown> = new Set<unknown>([this.nodesMap, this.meshMap, this.forgottenMap]);
     const handler = (tr: Y.Transaction): void => {
       // changedParentTypes holds every type a change bubbled up to, so nested label edits count too.
       if (![...tr.changedParentTypes.keys()].some((type) => watched.has(type))) return;
@@ -389,6 +545,23 @@ function readNode(peerId: string, value: unknown, rejected: RejectedEntry[]): No
     // A bad label set does not hide the node from scheduling: it just has no labels.
     rejected.push({ key: `${key}/labels`, reason: `not a map of labels (found ${describe(labelsValue)})` });
   }
+  // Malformed controls read as their defaults (see nodeControls) and do not hide the node either.
+  for (const flag of ['cordoned', 'draining']) {
+    const v = map.get(flag);
+    if (v !== undefined && typeof v !== 'boolean')
+      rejected.push({
+        key: `${key}/${flag}`,
+        reason: `not true or false (found ${describe(v)}); read as false`,
+      });
+  }
+  const policy = map.get('policy');
+  const badPolicy = policy === undefined ? undefined : policyProblem(policy);
+  if (badPolicy !== undefined) {
+    rejected.push({
+      key: `${key}/policy`,
+      reason: `${badPolicy.path} ${badPolicy.problem}; read as an empty policy (nothing allowed)`,
+    });
+  }
   const capacity = fields.capacity as NodeCapacity;
   return {
     peerId,
@@ -399,6 +572,48 @@ function readNode(peerId: string, value: unknown, rejected: RejectedEntry[]): No
     joinedAt: fields.joinedAt as number,
     version: fields.version as string,
   };
+}
+
+/** The first problem of a node policy value, or undefined when it is a valid NodePolicyRecord. */
+function policyProblem(value: unknown): { path: string; problem: string } | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Y.AbstractType)
+    return { path: '(policy)', problem: `must be a mapping (found ${describe(value)})` };
+  const p = value as Record<string, unknown>;
+  const known = ['hostNetwork', 'unsandboxed', 'hostPaths', 'devices', 'capabilities'];
+  const unknown = Object.keys(p).find((k) => !known.includes(k));
+  if (unknown !== undefined) return { path: unknown, problem: `is not a policy field (${known.join(', ')})` };
+  for (const k of ['hostNetwork', 'unsandboxed']) {
+    if (p[k] !== undefined && typeof p[k] !== 'boolean')
+      return { path: k, problem: `must be true or false (found ${describe(p[k])})` };
+  }
+  if (p.hostPaths !== undefined) {
+    if (!Array.isArray(p.hostPaths)) return { path: 'hostPaths', problem: 'must be a list' };
+    for (const [i, rule] of p.hostPaths.entries()) {
+      const r = rule as Record<string, unknown> | null;
+      if (typeof r !== 'object' || r === null || typeof r.path !== 'string' || !r.path.startsWith('/'))
+        return { path: `hostPaths[${i}]`, problem: 'must be { path: an absolute path, readOnly?: boolean }' };
+      if (r.readOnly !== undefined && typeof r.readOnly !== 'boolean')
+        return { path: `hostPaths[${i}].readOnly`, problem: 'must be true or false' };
+    }
+  }
+  for (const k of ['devices', 'capabilities']) {
+    if (p[k] !== undefined && !isStringArray(p[k])) return { path: k, problem: 'must be a list of strings' };
+  }
+  return undefined;
+}
+
+/** A fresh plain copy of a valid policy, with only the fields that are set, in a fixed order. */
+function normalizePolicy(p: NodePolicyRecord): NodePolicyRecord {
+  const out: NodePolicyRecord = {};
+  if (p.hostNetwork !== undefined) out.hostNetwork = p.hostNetwork;
+  if (p.unsandboxed !== undefined) out.unsandboxed = p.unsandboxed;
+  if (p.hostPaths !== undefined)
+    out.hostPaths = p.hostPaths.map((r) =>
+      r.readOnly === undefined ? { path: r.path } : { path: r.path, readOnly: r.readOnly },
+    );
+  if (p.devices !== undefined) out.devices = [...p.devices];
+  if (p.capabilities !== undefined) out.capabilities = [...p.capabilities];
+  return out;
 }
 
 function newNodeMap(rec: NodeRecord, addrs: string[]): Y.Map<unknown> {

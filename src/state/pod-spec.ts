@@ -924,6 +924,33 @@ function checkStatus(v: unknown, is: Issues): void {
   }
 }
 
+/**
+ * Live status of a pod lives in its own object, `podstatus/<name>` (`{status: {slots: {...}}}`), written by
+ * controllers such as the runtime. Kept apart from `pod/<name>` so that a pod's revisions — and the
+ * numbers users type — are spec changes only; status churn never inflates them.
+ */
+export function podStatusKey(podName: string): string {
+  return `podstatus/${podName}`;
+}
+
+/** Why a `podstatus/<name>` object is invalid, or undefined. Used by materialize. */
+export function podStatusProblem(_key: string, obj: JsonObject): string | undefined {
+  const is = new Issues();
+  for (const k of Object.keys(obj)) if (k !== 'status') is.add([k], 'unknown field of a pod status object');
+  if (obj.status !== undefined) checkStatus(obj.status, is);
+  if (is.list.length === 0) return undefined;
+  return `invalid pod status: ${is.list
+    .slice(0, 3)
+    .map((i) => `${formatPath(i.path)}: ${i.message}`)
+    .join('; ')}`;
+}
+
+/** The validators of every object kind meshd stores. */
+export const podValidators = Object.freeze({
+  pod: storedPodProblem,
+  podstatus: podStatusProblem,
+});
+
 /** Why a stored pod object is invalid for `key` (`pod/<name>`), or undefined. Used by materialize. */
 export function storedPodProblem(key: string, obj: JsonObject): string | undefined {
   const is = new Issues();

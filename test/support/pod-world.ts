@@ -17,7 +17,7 @@ import { createLogger, type Logger, silentLogger } from '../../src/shared/logger
 import { FieldOwnership } from '../../src/state/field-ownership.ts';
 import { isPlainObject } from '../../src/state/merge-patch.ts';
 import { ObjectStore } from '../../src/state/object-store.ts';
-import { parsePodSpec } from '../../src/state/pod-spec.ts';
+import { parsePodSpec, podStatusKey, podValidators } from '../../src/state/pod-spec.ts';
 import { ed25519Signer, peerIdVerifier, type Signer } from '../../src/state/revision-records.ts';
 import { waitFor } from './wait-for.ts';
 
@@ -87,6 +87,7 @@ export async function createPodWorld(
     clock: systemClock,
     host: NODE,
     compaction: false,
+    validators: podValidators,
   });
   const logger =
     opts.logLevel === undefined
@@ -134,7 +135,7 @@ export async function createPodWorld(
       return store.applyPod(parsePodSpec(yaml, 'pod.yaml'), author);
     },
     slot(pod, slot = 0) {
-      const status = store.get(`pod/${pod}`)?.object?.status;
+      const status = store.get(podStatusKey(pod))?.object?.status;
       if (!isPlainObject(status) || !isPlainObject(status.slots)) return undefined;
       const s = status.slots[String(slot)];
       return isPlainObject(s) ? s : undefined;
