@@ -6,9 +6,11 @@ import type {
   ApplyRequest,
   ApplyResult,
   ControllersView,
+  DashboardView,
   HistoryQuery,
   LabelRequest,
   LogsQuery,
+  NodeAction,
   NodeEntry,
   PeerEntry,
   PodDescription,
@@ -54,6 +56,9 @@ export class ApiClient {
   }
   stats(): Promise<StatsView> {
     return this.call('GET', '/v1/stats');
+  }
+  dashboard(): Promise<DashboardView> {
+    return this.call('GET', '/v1/dashboard');
   }
   apply(req: ApplyRequest): Promise<ApplyResult> {
     return this.call('POST', '/v1/pods', req);
@@ -158,6 +163,9 @@ export class ApiClient {
 
   controllers(): Promise<ControllersView> {
     return this.call('GET', '/v1/controllers');
+  }
+  nodeAction(name: string, action: NodeAction): Promise<NodeEntry> {
+    return this.call('POST', `/v1/nodes/${encodeURIComponent(name)}/${action}`, {});
   }
   async shutdown(): Promise<void> {
     await this.call('POST', '/v1/shutdown', {});

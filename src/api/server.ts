@@ -8,10 +8,12 @@ import type {
   ApplyRequest,
   ApplyResult,
   ControllersView,
+  DashboardView,
   HistoryQuery,
   LabelRequest,
   LogsQuery,
   MeshEvent,
+  NodeAction,
   NodeEntry,
   PeerEntry,
   PodDescription,
@@ -30,8 +32,10 @@ export interface ApiHandlers {
   peers(): PeerEntry[];
   nodes(): NodeEntry[];
   labelNode(name: string, req: LabelRequest): NodeEntry;
+  nodeAction(name: string, action: NodeAction): NodeEntry;
   token(): string;
   stats(): StatsView;
+  dashboard(): DashboardView;
   shutdown(): void;
   pods: {
     apply(req: ApplyRequest): ApplyResult;
@@ -109,6 +113,7 @@ export class ApiServer {
     if (route === 'GET /v1/nodes') return this.send(res, 200, h.nodes());
     if (route === 'GET /v1/token') return this.send(res, 200, { token: h.token() });
     if (route === 'GET /v1/stats') return this.send(res, 200, h.stats());
+    if (route === 'GET /v1/dashboard') return this.send(res, 200, h.dashboard());
     if (route === 'GET /v1/events') return this.stream(req, res);
     if (route === 'POST /v1/shutdown') {
       this.send(res, 202, { stopping: true });
@@ -151,6 +156,10 @@ export class ApiServer {
       }
       if (method === 'DELETE' && sub === undefined)
         return this.send(res, 200, h.pods.delete(name, parseWrite(await readJson(req))));
+    }
+    const action = /^POST \/v1\/nodes\/([^/]+)\/(cordon|uncordon|drain|forget)$/.exec(route);
+    if (action?.[1] !== undefined && action[2] !== undefined) {
+      return this.send(res, 200, h.nodeAction(decodeURIComponent(action[1]), action[2] as NodeAction));
     }
     const label = /^POST \/v1\/nodes\/([^/]+)\/labels$/.exec(route);
     if (label?.[1] !== undefined) {

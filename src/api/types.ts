@@ -37,7 +37,13 @@ export interface NodeEntry {
   addrs: string[];
   version: string;
   joinedAt: string;
+  cordoned: boolean;
+  draining: boolean;
+  /** Declared dead with `meshd node forget`: its best-effort pods may move. */
+  forgotten: boolean;
 }
+
+export type NodeAction = 'cordon' | 'uncordon' | 'drain' | 'forget';
 
 export interface LabelRequest {
   set: Record<string, string>;
@@ -166,4 +172,15 @@ export interface ControllersView {
   controllers: Array<{ name: string; owns: string[]; reads: string[] }>;
   /** Read→write cycles, as text (`a reads x (owned by b) → b reads y (owned by a) → a`). */
   cycles: string[];
+}
+
+/** `meshd dashboard`: where this node's dashboard listens; the URL carries its token (owner-only socket). */
+export interface DashboardView {
+  listening: boolean;
+  /** `http://127.0.0.1:PORT/#token=…`, or null when not listening. */
+  url: string | null;
+  port: number | null;
+  /** Why it is not listening (port taken, turned off). */
+  problem: string | null;
+  tokenFile: string;
 }

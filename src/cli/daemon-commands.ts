@@ -12,6 +12,7 @@ import {
   parseDurationFlag,
   stringFlag,
 } from './args.ts';
+import { dashboardPortFlag, dashboardPortFlags } from './dashboard-port-flag.ts';
 import { startDetached } from './detach.ts';
 import { type Command, emit } from './main.ts';
 import { renderTable } from './table.ts';
@@ -21,6 +22,7 @@ const setupFlags = {
   listen: { type: 'string', multiple: true },
   detach: { type: 'boolean', short: 'd' },
   timeout: { type: 'string' },
+  ...dashboardPortFlags,
 } as const;
 
 /** Runs the daemon in this process (lazy import: only daemon-running commands load the mesh stack). */
@@ -39,17 +41,19 @@ function client(dir: DataDir, timeoutMs?: number): ApiClient {
 
 const init: Command = {
   words: ['init'],
-  usage: 'init [--name MESH] [--node-name NAME] [--listen ADDR]... [--detach]',
+  usage: 'init [--name MESH] [--node-name NAME] [--listen ADDR]... [--dashboard-port PORT|0|off] [--detach]',
   summary: 'create a new mesh with this machine as its first node; prints the join token',
   async run(argv, ctx) {
     const p = parseCommand('init', argv, { ...setupFlags, name: { type: 'string' } });
     expectPositionals('init', p, []);
     const dir = new DataDir(p.dataDir);
+    const rememberDashboardPort = dashboardPortFlag(p);
     await initMesh(dir, {
       meshName: stringFlag(p, 'name'),
       nodeName: stringFlag(p, 'node-name'),
       listen: listFlag(p, 'listen'),
     });
+    rememberDashboardPort(dir.path);
     if (!boolFlag(p, 'detach')) return runHere(dir, true);
     const status = await startDetached(dir, {
       timeoutMs: parseDurationFlag('timeout', stringFlag(p, 'timeout'), 30_000),
@@ -66,16 +70,19 @@ const init: Command = {
 
 const join: Command = {
   words: ['join'],
-  usage: 'join TOKEN [--node-name NAME] [--listen ADDR]... [--detach] [--timeout 30s]',
+  usage:
+    'join TOKEN [--node-name NAME] [--listen ADDR]... [--dashboard-port PORT|0|off] [--detach] [--timeout 30s]',
   summary: 'join an existing mesh with a token from any member and run the daemon',
   async run(argv, ctx) {
     const p = parseCommand('join', argv, setupFlags);
     const [token] = expectPositionals('join', p, ['TOKEN']);
     const dir = new DataDir(p.dataDir);
+    const rememberDashboardPort = dashboardPortFlag(p);
     const config = await joinMesh(dir, token ?? '', {
       nodeName: stringFlag(p, 'node-name'),
       listen: listFlag(p, 'listen'),
     });
+    rememberDashboardPort(dir.path);
     if (!boolFlag(p, 'detach')) return runHere(dir, false);
     const status = await startDetached(dir, {
       timeoutMs: parseDurationFlag('timeout', stringFlag(p, 'timeout'), 30_000),
@@ -93,16 +100,19 @@ const join: Command = {
 
 const up: Command = {
   words: ['up'],
-  usage: 'up [--detach]',
+  usage: 'up [--detach] [--dashboard-port PORT|0|off]',
   summary: 'run the daemon from an existing data dir (no peers needed)',
   async run(argv, ctx) {
     const p = parseCommand('up', argv, {
       detach: { type: 'boolean', short: 'd' },
       timeout: { type: 'string' },
+      ...dashboardPortFlags,
     });
     expectPositionals('up', p, []);
     const dir = new DataDir(p.dataDir);
+    const rememberDashboardPort = dashboardPortFlag(p);
     dir.readConfig(); // a clear "no mesh here" error before anything starts
+    rememberDashboardPort(dir.path);
     if (!boolFlag(p, 'detach')) return runHere(dir, false);
     const status = await startDetached(dir, {
       timeoutMs: parseDurationFlag('timeout', stringFlag(p, 'timeout'), 30_000),
@@ -117,17 +127,20 @@ const up: Command = {
 
 const start: Command = {
   words: ['start'],
-  usage: 'start',
+  usage: 'start [--dashboard-port PORT|0|off]',
   summary: 'run the daemon here, creating a new mesh first if the data dir has none (what `npm start` does)',
   async run(argv) {
     const p = parseCommand('start', argv, {
       'node-name': { type: 'string' },
       listen: { type: 'string', multiple: true },
+      ...dashboardPortFlags,
     });
     expectPositionals('start', p, []);
     const dir = new DataDir(p.dataDir);
+    const rememberDashboardPort = dashboardPortFlag(p);
     if (!dir.hasMesh())
       await initMesh(dir, { nodeName: stringFlag(p, 'node-name'), listen: listFlag(p, 'listen') });
+    rememberDashboardPort(dir.path);
     return runHere(dir, true);
   },
 };

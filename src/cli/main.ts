@@ -5,6 +5,7 @@ import { DataDir } from '../daemon/data-dir.ts';
 import { isMeshdError, UsageError } from '../shared/errors.ts';
 import { meshdVersion } from '../shared/version.ts';
 import { daemonCommands } from './daemon-commands.ts';
+import { dashboardCommands } from './dashboard-commands.ts';
 import { meshCommands } from './mesh-commands.ts';
 import { podCommands } from './pod-commands.ts';
 
@@ -21,7 +22,7 @@ export interface Command {
   run(argv: string[], ctx: CommandContext): Promise<number>;
 }
 
-const commands: Command[] = [...daemonCommands, ...meshCommands, ...podCommands];
+const commands: Command[] = [...daemonCommands, ...meshCommands, ...podCommands, ...dashboardCommands];
 
 export function helpText(): string {
   const width = Math.max(...commands.map((c) => c.usage.length));

@@ -1,6 +1,6 @@
 // Commands that read and edit the mesh: peers, get nodes, label node.
 
-import { ApiClient, type PeerEntry } from '../api/client.ts';
+import { ApiClient, type NodeEntry, type PeerEntry } from '../api/client.ts';
 import { DataDir } from '../daemon/data-dir.ts';
 import { UsageError } from '../shared/errors.ts';
 import { boolFlag, expectPositionals, type Parsed, parseCommand } from './args.ts';
@@ -103,7 +103,7 @@ const getNodes: Command = {
         ['NAME', 'STATE', 'CPU', 'MEMORY', 'LABELS', 'VERSION'],
         nodes.map((n) => [
           n.self ? `${n.name} (this)` : n.name,
-          n.state,
+          [n.state, ...nodeFlags(n)].join(','),
           String(n.capacity.cpu),
           formatBytes(n.capacity.memoryBytes),
           Object.entries(n.labels)
@@ -151,4 +151,34 @@ const labelNode: Command = {
   },
 };
 
-export const meshCommands: Command[] = [peers, getNodes, labelNode];
+const nodeActionSummaries = {
+  cordon: 'take no new pods on this node (it keeps what it runs)',
+  uncordon: 'let the node take pods again',
+  drain: 'stop the pods on this node and release them so they start elsewhere',
+  forget: 'declare a node dead: its best-effort pods may move (ha pods move on their own)',
+} as const;
+
+const nodeActions: Command[] = (Object.keys(nodeActionSummaries) as (keyof typeof nodeActionSummaries)[]).map(
+  (action) => ({
+    words: ['node', action],
+    usage: `node ${action} NAME`,
+    summary: nodeActionSummaries[action],
+    async run(argv, ctx) {
+      const p = parseCommand(`node ${action}`, argv, {});
+      const [name] = expectPositionals(`node ${action}`, p, ['NAME']);
+      const node = await client(p).nodeAction(name ?? '', action);
+      emit(ctx, p.output, node, () => `node "${node.name}": ${nodeFlags(node).join(', ') || 'schedulable'}`);
+      return 0;
+    },
+  }),
+);
+
+function nodeFlags(n: NodeEntry): string[] {
+  return [
+    n.cordoned && !n.draining ? 'cordoned' : '',
+    n.draining ? 'draining' : '',
+    n.forgotten ? 'forgotten' : '',
+  ].filter((f) => f !== '');
+}
+
+export const meshCommands: Command[] = [peers, getNodes, labelNode, ...nodeActions];

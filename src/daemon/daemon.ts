@@ -3,18 +3,21 @@
 import { availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as Y from 'yjs';
+import { DashboardServer } from '../api/dashboard-server.ts';
 import type { ApiHandlers } from '../api/server.ts';
 import { ApiServer } from '../api/server.ts';
 import type {
   LabelRequest,
   LogsQuery,
   MeshEvent,
+  NodeAction,
   NodeEntry,
   PeerEntry,
   StatsView,
   StatusView,
   WhyView,
 } from '../api/types.ts';
+import { loadPluginSteps } from '../lifecycle/plugin-steps.ts';
 import { encodeJoinToken } from '../mesh/join-token.ts';
 import { type MeshNode, MeshNode as MeshNodeImpl, type MeshTuning } from '../mesh/mesh-node.ts';
 import { createProcessDriver } from '../runtime/process/process-driver.ts';
@@ -26,9 +29,13 @@ import { ClusterDoc, type NodeRecord } from '../state/cluster-doc.ts';
 import { DocStore } from '../state/doc-store.ts';
 import { FieldOwnership } from '../state/field-ownership.ts';
 import { ObjectStore } from '../state/object-store.ts';
+import { podValidators } from '../state/pod-spec.ts';
 import { ed25519Signer, peerIdVerifier } from '../state/revision-records.ts';
+import { ClaimLoop, formatExplanation } from './claim-loop.ts';
+import { ClusterViewSource } from './cluster-view-source.ts';
 import type { DataDir, NodeConfig } from './data-dir.ts';
-import { PodAgent, pinnedSlots } from './pod-agent.ts';
+import { ed25519LeaseSigner, LeaseStore, peerIdLeaseVerifier } from './lease-store.ts';
+import { PodAgent } from './pod-agent.ts';
 import { PodService } from './pod-service.ts';
 import { whyView } from './why-view.ts';
 
@@ -57,7 +64,9 @@ export class Daemon {
   private objects: ObjectStore | undefined;
   private pods: PodService | undefined;
   private agent: PodAgent | undefined;
+  private claims: ClaimLoop | undefined;
   private api: ApiServer | undefined;
+  private dashboard: DashboardServer | undefined;
   private releaseLock: (() => void) | undefined;
   private joining: boolean;
   private stopping: Promise<void> | undefined;
@@ -173,6 +182,7 @@ export class Daemon {
       ownership,
       clock: this.opts.clock,
       host: config.nodeName,
+      validators: podValidators,
     });
     this.pods = new PodService({
       store: this.objects,
@@ -181,7 +191,42 @@ export class Daemon {
       host: config.nodeName,
       assertDurable: () => this.store.assertDurable(),
     });
+    // Scheduling: every peer claims the slots it is the best live candidate for (no leader, no quorum).
+    const leaseVerifier = peerIdLeaseVerifier();
+    const leases = new LeaseStore(this.doc, ed25519LeaseSigner(privateKey), leaseVerifier);
+    const objects = this.objects;
+    this.claims = new ClaimLoop({
+      source: new ClusterViewSource({
+        cluster,
+        pods: objects,
+        leases,
+        presenceSince: this.opts.clock.now(),
+        presence: {
+          lastSeen: () =>
+            new Map(
+              mesh.peers().flatMap((p) => (p.lastSeenAt === null ? [] : [[p.peerId, p.lastSeenAt] as const])),
+            ),
+        },
+        ...(config.deadAfterMs === undefined ? {} : { deadAfterMs: config.deadAfterMs }),
+      }),
+      leases,
+      verifier: leaseVerifier,
+      clock: this.opts.clock,
+      logger: this.logger,
+      feeds: [(l) => cluster.onChange(l), (l) => objects.onChange(() => l())],
+    });
+    const claims = this.claims;
+    const poke = () => claims.poke();
+    mesh.events.addEventListener('peers', poke);
+    this.cleanups.push(() => mesh.events.removeEventListener('peers', poke));
+    claims.start();
+
     const podsDir = join(this.opts.dataDir.path, 'pods');
+    // A malformed plugin is refused at start, naming the config field (not at the first pod).
+    const pluginSteps = await loadPluginSteps(
+      { hooks: config.lifecycle?.hooks ?? [], modules: config.lifecycle?.modules ?? [] },
+      { clock: this.opts.clock, configPath: `${this.opts.dataDir.configFile}: lifecycle` },
+    );
     this.agent = new PodAgent({
       objects: this.objects,
       driver: createProcessDriver({
@@ -193,11 +238,19 @@ export class Daemon {
       clock: this.opts.clock,
       logger: this.logger,
       dataDir: podsDir,
-      desiredSlots: () => (this.objects === undefined ? [] : pinnedSlots(this.objects, config.nodeName)),
+      desiredSlots: () => claims.desiredSlots(),
+      explainPlacement: (pod) => formatExplanation(claims.explain(pod.name)).join('\n'),
+      pluginSteps,
       meshNodes: () => this.nodes().map((n) => ({ name: n.name, reachable: n.state === 'ready' })),
     });
     await this.agent.start();
     this.api = await ApiServer.listen(this.opts.dataDir.socketPath, this.handlers(), this.logger);
+    this.dashboard = await DashboardServer.start({
+      dataDir: this.opts.dataDir.path,
+      handlers: this.handlers(),
+      logger: this.logger,
+      clock: this.opts.clock,
+    });
     this.logger.info('api listening', { socket: this.opts.dataDir.socketPath });
   }
 
@@ -224,8 +277,10 @@ export class Daemon {
       peers: () => this.peers(),
       nodes: () => this.nodes(),
       labelNode: (name, req) => this.labelNode(name, req),
+      nodeAction: (name, action) => this.nodeAction(name, action),
       token: () => this.token(),
       stats: () => this.stats(),
+      dashboard: () => DashboardServer.infoOf(this.dashboard, this.opts.dataDir.path),
       shutdown: () => {
         void this.stop();
       },
@@ -284,6 +339,7 @@ export class Daemon {
     const now = this.opts.clock.now();
     const window = this.opts.unreachableAfterMs ?? 5_000;
     const seen = new Map(mesh.peers().map((p) => [p.peerId, p.lastSeenAt]));
+    const forgotten = new Set(this.cluster.forgotten().map((f) => f.peerId));
     return this.cluster.nodes().nodes.map((n) => {
       const self = n.peerId === mesh.peerId;
       const lastSeen = seen.get(n.peerId);
@@ -298,6 +354,9 @@ export class Daemon {
         addrs: n.addrs,
         version: n.version,
         joinedAt: new Date(n.joinedAt).toISOString(),
+        cordoned: this.cluster.nodeControls(n.peerId).cordoned,
+        draining: this.cluster.nodeControls(n.peerId).draining,
+        forgotten: forgotten.has(n.peerId),
       };
     });
   }
@@ -308,6 +367,32 @@ export class Daemon {
     this.store.assertDurable();
     const entry = this.nodes().find((n) => n.name === name);
     if (entry === undefined) throw new Error(`node ${name} vanished after labelling`);
+    return entry;
+  }
+
+  /** cordon: no new slots; drain: also release held ones; uncordon: both off; forget: declare it dead. */
+  private nodeAction(name: string, action: NodeAction): NodeEntry {
+    if (action === 'forget') {
+      if (name === this.config.nodeName) {
+        throw new MeshdError('E_FORGET_SELF', 'a node cannot forget itself', {
+          hint: 'Run `meshd node forget` on another member, about this node.',
+        });
+      }
+      this.cluster.forgetNode(name, this.opts.clock.now());
+    } else {
+      this.cluster.setNodeFlags(
+        name,
+        action === 'cordon'
+          ? { cordoned: true }
+          : action === 'drain'
+            ? { cordoned: true, draining: true }
+            : { cordoned: false, draining: false },
+      );
+    }
+    this.store.assertDurable();
+    this.claims?.poke();
+    const entry = this.nodes().find((n) => n.name === name);
+    if (entry === undefined) throw new Error(`node ${name} vanished after ${action}`);
     return entry;
   }
 
@@ -410,10 +495,14 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.logger.info('stopping');
       for (const c of this.cleanups.splice(0)) c();
+      this.claims?.stop();
       // Pods outlive the daemon: the agent stops reconciling and leaves them running.
       await this.agent
         ?.stop()
         .catch((err: unknown) => this.logger.warn('pod agent stop failed', { err: String(err) }));
+      await this.dashboard
+        ?.close()
+        .catch((err: unknown) => this.logger.warn('dashboard close failed', { err: String(err) }));
       await this.api
         ?.close()
         .catch((err: unknown) => this.logger.warn('api close failed', { err: String(err) }));

@@ -19,6 +19,13 @@ export interface NodeConfig {
   bootstrap: string[];
   keyEpoch: number;
   createdAt: string;
+  /**
+   * Operator plugin steps that join every pod's lifecycle graph: executable hooks
+   * (`{name, after, before, requires, exec, timeout}`, pod context as JSON on stdin) and ES modules.
+   */
+  lifecycle?: { hooks?: unknown[]; modules?: string[] };
+  /** A node missing this long counts as dead: its best-effort pods may move (default 7 days). */
+  deadAfterMs?: number;
 }
 
 export const defaultListen = ['/ip4/0.0.0.0/tcp/7946'];
@@ -269,5 +276,19 @@ function validateConfig(raw: unknown, file: string): NodeConfig {
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) fail(f, 'a list of multiaddr strings');
   }
   if (typeof c.keyEpoch !== 'number') fail('keyEpoch', 'a number');
+  if (c.deadAfterMs !== undefined && (typeof c.deadAfterMs !== 'number' || c.deadAfterMs <= 0)) {
+    fail('deadAfterMs', 'a positive number of milliseconds');
+  }
+  if (c.lifecycle !== undefined) {
+    const l = c.lifecycle as Record<string, unknown> | null;
+    if (typeof l !== 'object' || l === null) fail('lifecycle', 'an object with "hooks" and/or "modules"');
+    else {
+      if (l.hooks !== undefined && !Array.isArray(l.hooks)) fail('lifecycle.hooks', 'a list of hook objects');
+      const mods = l.modules;
+      if (mods !== undefined && (!Array.isArray(mods) || !mods.every((m) => typeof m === 'string'))) {
+        fail('lifecycle.modules', 'a list of module paths');
+      }
+    }
+  }
   return c as unknown as NodeConfig;
 }
