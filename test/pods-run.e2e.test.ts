@@ -1,0 +1,173 @@
+// End to end through the CLI: a pinned pod runs sandboxed on its node, restarts in place, says why, outlives its daemon.
+
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { PodEntry, WhyView } from '../src/api/types.ts';
+import { fixedLoopback, isAlive, MeshFixture } from './support/meshd-cli.ts';
+import { waitFor } from './support/wait-for.ts';
+
+const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
+
+const podSpec = (name: string, command: string, host = 'b') => `kind: Pod
+name: ${name}
+spec:
+  containers:
+    - name: app
+      command: ${command}
+      ports: [{ name: http }]
+  placement: { host: ${host} }
+`;
+
+function httpStatus(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/', timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
+  let mesh: MeshFixture;
+  const file = (name: string, text: string) => {
+    const path = join(mesh.root, name);
+    writeFileSync(path, text);
+    return path;
+  };
+  const slot = async (node: string, pod: string) =>
+    (await mesh.json<PodEntry[]>(node, ['get', 'pods'])).find((p) => p.name === pod && p.slot === 0);
+
+  before(async () => {
+    mesh = await MeshFixture.create('meshd-run-');
+    const token = lastLine(
+      await mesh.ok('a', ['init', '--node-name', 'a', ...(await fixedLoopback()), '--detach']),
+    );
+    await mesh.ok('b', ['join', token, '--node-name', 'b', ...(await fixedLoopback()), '--detach']);
+    // c runs an operator plugin step that sleeps past its timeout, before running.target
+    const cListen = await fixedLoopback();
+    await mesh.ok('c', ['join', token, '--node-name', 'c', ...cListen, '--detach']);
+    await mesh.ok('c', ['down']);
+    const configFile = join(mesh.dataDir('c'), 'meshd.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+    config.lifecycle = {
+      hooks: [
+        {
+          name: 'company.audit',
+          before: ['running.target'],
+          requiredBy: ['running.target'],
+          exec: ['sleep', '30'],
+          timeout: '500ms',
+        },
+      ],
+    };
+    writeFileSync(configFile, JSON.stringify(config, null, 2));
+    await mesh.ok('c', ['up', '--detach']);
+  });
+
+  after(async () => {
+    await mesh.cleanup();
+  });
+
+  test('a pinned http.server runs on b as uid 65534 in its own pid namespace with no capabilities', async () => {
+    await mesh.ok('a', [
+      'apply',
+      '-f',
+      file('web.yaml', podSpec('web', '[python3, -m, http.server, "${PORT_HTTP}"]')),
+    ]);
+    const s = await waitFor(
+      async () => {
+        const e = await slot('a', 'web');
+        return e?.phase === 'running' && e.pid !== null ? e : undefined;
+      },
+      { timeoutMs: 30_000, what: 'web running' },
+    );
+    assert.equal(s.node, 'b');
+    const port = s.ports.http;
+    assert.ok(port !== undefined);
+    await waitFor(async () => (await httpStatus(port)) === 200, {
+      timeoutMs: 15_000,
+      what: 'HTTP 200 from the pod',
+    });
+    const status = readFileSync(`/proc/${s.pid}/status`, 'utf8');
+    assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+    assert.match(status, /^CapEff:\s+0000000000000000$/m);
+    assert.match(status, /^NoNewPrivs:\s+1$/m);
+    assert.match(status, /^NSpid:\s+\d+\s+\d+$/m, 'the process has a second pid: its own pid namespace');
+  });
+
+  test('editing the command restarts it in place: new pid, same node, revision 2', async () => {
+    const before = await slot('c', 'web');
+    assert.ok(before?.pid);
+    await mesh.ok('c', [
+      'apply',
+      '-f',
+      file('web2.yaml', podSpec('web', '[python3, -u, -m, http.server, "${PORT_HTTP}"]')),
+    ]);
+    const after = await waitFor(
+      async () => {
+        const e = await slot('c', 'web');
+        return e?.runningRevision === '2' && e.phase === 'running' && e.pid !== before.pid ? e : undefined;
+      },
+      { timeoutMs: 30_000, what: 'web restarted at revision 2' },
+    );
+    assert.equal(after.node, 'b');
+    assert.equal(after.revision, '2');
+    assert.deepEqual(after.ports, before.ports, 'the unchanged port is kept');
+  });
+
+  test('a bad command shows process.start failed with the reason, asked from c', async () => {
+    await mesh.ok('a', ['apply', '-f', file('bad.yaml', podSpec('bad', '[python4, -V]'))]);
+    const why = await waitFor(
+      async () => {
+        const w = await mesh.json<WhyView>('c', ['why', 'pod', 'bad']);
+        return w.slots.some((s) => /process\.start/.test(s.text) && /python4/.test(s.summary))
+          ? w
+          : undefined;
+      },
+      { timeoutMs: 30_000, what: 'why to show process.start failed' },
+    );
+    assert.equal(why.node, 'b', 'answered by the node that runs it');
+    assert.match(why.slots[0]?.text ?? '', /process\.start.*failed|failed.*process\.start/s);
+    const text = await mesh.ok('c', ['why', 'pod', 'bad']);
+    assert.match(text, /python4: not found/);
+  });
+
+  test('a plugin step that sleeps past its timeout shows as timed out', async () => {
+    await mesh.ok('a', ['apply', '-f', file('slow.yaml', podSpec('slow', '[sleep, "3600"]', 'c'))]);
+    const why = await waitFor(
+      async () => {
+        const w = await mesh.json<WhyView>('c', ['why', 'pod', 'slow']);
+        return w.slots.some((s) => /company\.audit/.test(s.text) && /timed.out/.test(s.text)) ? w : undefined;
+      },
+      { timeoutMs: 30_000, what: 'company.audit timed out' },
+    );
+    assert.ok(why);
+  });
+
+  test('kill -9 of b five times leaves the pod running with the same pid and zero restarts', async () => {
+    const before = await slot('b', 'web');
+    assert.ok(before?.pid);
+    for (let i = 0; i < 5; i++) {
+      const daemon = mesh.killDaemon('b');
+      await waitFor(() => !isAlive(daemon), { timeoutMs: 5_000, what: 'b to die' });
+      assert.ok(isAlive(before.pid as number), 'the pod outlives its daemon');
+      await mesh.ok('b', ['up', '--detach']);
+    }
+    const after = await waitFor(
+      async () => {
+        const e = await slot('b', 'web');
+        return e?.phase === 'running' ? e : undefined;
+      },
+      { timeoutMs: 20_000, what: 'web reported running after the restarts' },
+    );
+    assert.equal(after.pid, before.pid);
+    assert.equal(after.restarts, 0);
+    assert.equal(after.revision, '2', 'no new revision');
+  });
+});
