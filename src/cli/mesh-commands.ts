@@ -12,16 +12,27 @@ function client(p: Parsed): ApiClient {
   return new ApiClient({ socketPath: dir.socketPath, dataDir: dir.path });
 }
 
-function peersTable(peers: PeerEntry[]): string {
+/** Pod slots per node name, as `web/0 running`. */
+async function podsByNode(api: ApiClient): Promise<Map<string, string[]>> {
+  const byNode = new Map<string, string[]>();
+  for (const e of await api.pods()) {
+    if (e.node === null) continue;
+    byNode.set(e.node, [...(byNode.get(e.node) ?? []), `${e.name}/${e.slot} ${e.phase}`]);
+  }
+  return byNode;
+}
+
+function peersTable(peers: PeerEntry[], pods?: Map<string, string[]>): string {
   if (peers.length === 0) return 'no other peers known yet';
   return renderTable(
-    ['NAME', 'STATE', 'RTT', 'LAST SEEN', 'PEER ID', 'ADDRESSES'],
+    ['NAME', 'STATE', 'RTT', 'LAST SEEN', 'PEER ID', ...(pods === undefined ? [] : ['PODS']), 'ADDRESSES'],
     peers.map((p) => [
       p.name ?? '?',
       p.connected ? 'connected' : 'disconnected',
       p.rttMs === null ? '-' : `${p.rttMs.toFixed(1)}ms`,
       formatAgo(p.lastSeenMs),
       `${p.peerId.slice(0, 8)}…${p.peerId.slice(-6)}`,
+      ...(pods === undefined ? [] : [(pods.get(p.name ?? '') ?? []).join(', ') || '-']),
       p.addrs[0] === undefined
         ? '-'
         : `${p.addrs[0]}${p.addrs.length > 1 ? ` (+${p.addrs.length - 1})` : ''}`,
@@ -47,7 +58,7 @@ const peers: Command = {
       api,
       async () => {
         const list = await api.peers();
-        return p.output === 'json' ? JSON.stringify(list) : peersTable(list);
+        return p.output === 'json' ? JSON.stringify(list) : peersTable(list, await podsByNode(api));
       },
       p.output !== 'json',
     );
