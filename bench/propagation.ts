@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { ApiClient, type StatsView } from '../src/api/client.ts';
+import { ApiClient } from '../src/api/client.ts';
 import { Daemon } from '../src/daemon/daemon.ts';
 import { DataDir } from '../src/daemon/data-dir.ts';
 import { initMesh, joinMesh } from '../src/daemon/mesh-setup.ts';
@@ -78,18 +78,44 @@ function percentile(sorted: number[], p: number): number {
   return sorted[i] ?? Number.NaN;
 }
 
+/** CPU time (user + system, ms) a process has used so far, from /proc/<pid>/stat. */
+async function cpuMsOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // fields after the parenthesised command name; utime and stime are the 12th and 13th of those
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicksPerSecond;
+}
+
+/** CPU time used by all the daemons: this process in-process, else the sum over the daemon processes. */
+async function daemonsCpuMs(peers: Peer[]): Promise<number> {
+  if (!values.processes) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  }
+  const each = await Promise.all(peers.map((p) => cpuMsOf(p.pid).catch(() => 0)));
+  return each.reduce((a, b) => a + b, 0);
+}
+
 async function rssOf(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
   return kb * 1024;
 }
 
-async function totalBytesSent(peers: Peer[]): Promise<number> {
-  const stats: StatsView[] = await Promise.all(peers.map((p) => p.api.stats()));
-  return stats.reduce((sum, s) => sum + s.mesh.bytesSent, 0);
+/**
+ * Bytes sent on the loopback interface: the real wire cost (TCP/IP, Noise, yamux, gossip relays included).
+ * The CLI and event streams use unix sockets, so on a quiet machine only the mesh uses loopback.
+ */
+async function loopbackBytes(): Promise<number> {
+  const dev = await readFile('/proc/net/dev', 'utf8');
+  const lo = dev.split('\n').find((l) => l.trim().startsWith('lo:'));
+  const fields = lo?.split(':')[1]?.trim().split(/\s+/) ?? [];
+  return Number(fields[8] ?? Number.NaN);
 }
 
 const round = (n: number) => Math.round(n * 10) / 10;
+// USER_HZ on Linux; /proc/<pid>/stat counts CPU time in these ticks
+const clockTicksPerSecond = 100;
 
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'meshd-bench-'));
@@ -117,14 +143,30 @@ async function main(): Promise<void> {
         },
       );
     }
+    // Measure the steady state: every daemon dials every node it knows, so wait for the full mesh.
+    await waitFor(
+      async () =>
+        (await Promise.all(peers.map((p) => p.api.status()))).every(
+          (s) => s.connectedPeers === peerCount - 1,
+        ),
+      {
+        timeoutMs: 120_000,
+        intervalMs: 250,
+        what: 'a full mesh of connections',
+      },
+    );
     const setupMs = performance.now() - setupStarted;
     log(`${mode}: ${peerCount} peers ready in ${Math.round(setupMs)} ms`);
 
     // Idle figures first: RSS of a settled daemon and the background (presence) traffic rate.
-    const idleWindowMs = 3000;
-    const idleBytesBefore = await totalBytesSent(peers);
+    const idleWindowMs = 5000;
+    const idleBytesBefore = await loopbackBytes();
+    const idleCpuBefore = await daemonsCpuMs(peers);
+    const idleStarted = performance.now();
     await new Promise((r) => setTimeout(r, idleWindowMs));
-    const idleBytesPerMs = ((await totalBytesSent(peers)) - idleBytesBefore) / idleWindowMs;
+    const idleCpuMs = (await daemonsCpuMs(peers)) - idleCpuBefore;
+    const idleElapsedMs = performance.now() - idleStarted;
+    const idleBytesPerMs = ((await loopbackBytes()) - idleBytesBefore) / idleElapsedMs;
     const rss = values.processes
       ? await Promise.all(peers.map((p) => rssOf(p.pid)))
       : [(await rssOf(process.pid)) / peerCount];
@@ -147,7 +189,8 @@ async function main(): Promise<void> {
     if (origin === undefined) throw new Error('no origin');
     const latencies: number[] = [];
     let lost = 0;
-    const bytesBefore = await totalBytesSent(peers);
+    const bytesBefore = await loopbackBytes();
+    const cpuBefore = await daemonsCpuMs(peers);
     const editsStarted = performance.now();
     for (let e = 0; e < editCount; e++) {
       const t0 = performance.now();
@@ -164,7 +207,11 @@ async function main(): Promise<void> {
       }
     }
     const editsMs = performance.now() - editsStarted;
-    const bytesRaw = (await totalBytesSent(peers)) - bytesBefore;
+    // CPU the daemons spent per edit, idle work removed: unlike latency, barely moved by other load on the machine
+    const cpuPerEditMs =
+      Math.max(0, (await daemonsCpuMs(peers)) - cpuBefore - (idleCpuMs / idleElapsedMs) * editsMs) /
+      editCount;
+    const bytesRaw = (await loopbackBytes()) - bytesBefore;
     const bytesPerEdit = Math.max(0, bytesRaw - idleBytesPerMs * editsMs) / editCount;
 
     latencies.sort((a, b) => a - b);
@@ -178,9 +225,11 @@ async function main(): Promise<void> {
       p90Ms: round(percentile(latencies, 90)),
       p99Ms: round(percentile(latencies, 99)),
       maxMs: round(latencies.at(-1) ?? Number.NaN),
-      bytesPerEdit: Math.round(bytesPerEdit),
-      bytesPerEditRaw: Math.round(bytesRaw / editCount),
-      idleBytesPerSecond: Math.round(idleBytesPerMs * 1000),
+      wireBytesPerEdit: Math.round(bytesPerEdit),
+      cpuPerEditMs: round(cpuPerEditMs),
+      idleWireBytesPerSecond: Math.round(idleBytesPerMs * 1000),
+      /** CPU used by all daemons together while idle, in % of one core. */
+      idleCpuPercent: round((100 * idleCpuMs) / idleElapsedMs),
       rssPerDaemonMb: {
         p50: round(
           percentile(
@@ -196,7 +245,10 @@ async function main(): Promise<void> {
     log(
       `edit → applied on all ${peerCount} peers: p50 ${figures.p50Ms} ms, p99 ${figures.p99Ms} ms (${lost} lost)`,
     );
-    log(`bytes per edit (all peers, payload, idle traffic removed): ${figures.bytesPerEdit}`);
+    log(`wire bytes per edit, all peers, idle presence traffic removed: ${figures.wireBytesPerEdit}`);
+    log(
+      `idle: ${figures.idleCpuPercent}% of one core for all daemons, ${figures.idleWireBytesPerSecond} B/s on loopback`,
+    );
     log(`RSS per daemon: p50 ${figures.rssPerDaemonMb.p50} MB, max ${figures.rssPerDaemonMb.max} MB`);
     process.stdout.write(`${JSON.stringify(figures)}\n`);
   } finally {

@@ -29,7 +29,8 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
   dir.ensure();
   const logStart = fileSize(dir.logFile);
   const log = fs.openSync(dir.logFile, 'a', 0o600);
-  const child = spawn(process.execPath, [launcher, 'up', '--data-dir', dir.path], {
+  // A small young generation: the daemon is long-lived and mostly idle (~30 MB less RSS).
+  const child = spawn(process.execPath, ['--max-semi-space-size=1', launcher, 'up', '--data-dir', dir.path], {
     detached: true,
     stdio: ['ignore', log, log],
     env: process.env,

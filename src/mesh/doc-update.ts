@@ -73,3 +73,32 @@ export function docDigest(doc: Y.Doc): string {
   const snapshot = Y.encodeSnapshot(Y.snapshot(doc));
   return createHash('sha256').update(snapshot).digest('hex').slice(0, 16);
 }
+
+/** Bytes of the origin tag (`peerTag` of the publishing peer) in front of every doc update on gossip. */
+export const originTagBytes = 8;
+
+/** A doc update as published on gossip: the publisher's 8-byte tag, then the Yjs V1 update. */
+export function encodeDocGossip(originTag: Uint8Array, update: Uint8Array): Uint8Array {
+  const out = new Uint8Array(originTagBytes + update.byteLength);
+  out.set(originTag.subarray(0, originTagBytes));
+  out.set(update, originTagBytes);
+  return out;
+}
+
+/** Splits a gossiped doc update; throws `PeerProtocolError` when it is too short to hold the origin tag. */
+export function decodeDocGossip(data: Uint8Array, peer: string): { originTag: string; update: Uint8Array } {
+  if (data.byteLength <= originTagBytes) {
+    throw new PeerProtocolError(
+      'E_PEER_BAD_UPDATE',
+      `peer ${peer} relayed a ${data.byteLength}-byte doc message, too short for an origin tag and an update`,
+      {
+        hint: 'The peer runs an incompatible or broken meshd; upgrade it or `meshd node forget` it.',
+        details: { peer, bytes: data.byteLength },
+      },
+    );
+  }
+  return {
+    originTag: Buffer.from(data.buffer, data.byteOffset, originTagBytes).toString('hex'),
+    update: data.subarray(originTagBytes),
+  };
+}

@@ -1,18 +1,16 @@
-// Builds the libp2p node meshd runs: TCP in a private network, Noise, Yamux, identify, ping, tuned gossipsub.
+// Builds the libp2p node meshd runs: TCP in a private network, Noise, Yamux, identify, tuned gossipsub.
 
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
-import { type GossipSub, gossipsub } from '@libp2p/gossipsub';
+import { type GossipSub, gossipsub, type Message } from '@libp2p/gossipsub';
 import { type Identify, identify } from '@libp2p/identify';
 import type { Libp2p, PrivateKey } from '@libp2p/interface';
-import { type Ping, ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p } from 'libp2p';
 import { keyConfirmingPnet } from './pnet-protector.ts';
 
 export interface MeshServices extends Record<string, unknown> {
   identify: Identify;
-  ping: Ping;
   pubsub: GossipSub;
 }
 
@@ -28,6 +26,8 @@ export interface MeshLibp2pOptions {
   topics: string[];
   /** Largest gossip RPC (one or more messages plus control data) read from a peer. */
   maxGossipRpcBytes: number;
+  /** Gossip message id from the message data (deduplication); defaults to SHA-256 of all of it. */
+  messageId?: (data: Uint8Array) => Uint8Array;
 }
 
 /**
@@ -38,6 +38,7 @@ export interface MeshLibp2pOptions {
  * leaves pruned by a bootstrap hub learn other peers instead of dropping out of the mesh.
  */
 export async function createMeshLibp2p(opts: MeshLibp2pOptions): Promise<MeshLibp2p> {
+  const { messageId } = opts;
   return createLibp2p<MeshServices>({
     start: false,
     privateKey: opts.privateKey,
@@ -51,9 +52,11 @@ export async function createMeshLibp2p(opts: MeshLibp2pOptions): Promise<MeshLib
       inboundConnectionThreshold: 1000,
       maxIncomingPendingConnections: 64,
     },
+    // the presence link notices dead peers and measures RTT; the monitor's ping stream per connection every
+    // 10 s cost ~a quarter of a core for 20 idle nodes in one process
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
-      ping: ping(),
       pubsub: gossipsub({
         globalSignaturePolicy: 'StrictNoSign',
         fallbackToFloodsub: false,
@@ -61,9 +64,14 @@ export async function createMeshLibp2p(opts: MeshLibp2pOptions): Promise<MeshLib
         // the same update may legitimately be re-published after a sync; gossip dedupes it by content
         ignoreDuplicatePublishError: true,
         doPX: true,
+        // MeshNode relies on this: a publisher sends its own message to every connected subscriber, so a peer
+        // that got it straight from the publisher need not forward it to neighbours that hear the publisher
+        // too (see MeshNode.onDocGossip)
+        floodPublish: true,
         scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) },
         scoreThresholds: { acceptPXThreshold: 0 },
         maxInboundDataLength: opts.maxGossipRpcBytes,
+        ...(messageId === undefined ? {} : { msgIdFn: (msg: Message) => messageId(msg.data) }),
       }),
     },
   });

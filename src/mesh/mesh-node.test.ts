@@ -14,6 +14,7 @@ import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
 import { remoteOrigin } from './mesh-node.ts';
 import { meshProtocols } from './mesh-protocols.ts';
 import { encodePresence } from './presence.ts';
+import { encodePresenceFrame } from './presence-frame.ts';
 
 const meshId = 'mesh-test';
 const names = meshProtocols(meshId);
@@ -25,7 +26,7 @@ async function rawPeer(psk: Uint8Array): Promise<MeshLibp2p> {
     psk,
     listen: ['/ip4/127.0.0.1/tcp/0'],
     dialTimeoutMs: 5000,
-    topics: [names.docTopic, names.presenceTopic],
+    topics: [names.docTopic],
     maxGossipRpcBytes: 8 * 1024 * 1024,
   });
   await node.start();
@@ -101,9 +102,56 @@ test('ten peers that edit concurrently converge to one document', async (t) => {
   });
   const steadyMs = Date.now() - steadyAt;
   for (const p of peers) assert.equal(p.node.stats().rejectedMessages, 0, `${p.name} rejected nothing`);
+  assert.ok(
+    peers.some((p) => p.node.stats().presenceRelayed > 0),
+    'in a tree, presence reaches non-neighbours only by relay',
+  );
   t.diagnostic(
     `10 peers: all joined in ${joinedMs} ms; edits on 4 peers converged in ${convergedMs} ms; one edit reached all in ${steadyMs} ms`,
   );
+});
+
+test('in a full mesh an edit reaches everyone straight from its publisher, and nobody forwards it', async (t) => {
+  const { peers, start } = peerGroup(t);
+  const psk = newPsk();
+  const everyone = () => peers.map((p) => ({ peerId: p.node.peerId, addrs: p.node.addrs() }));
+  const a = await start({ name: 'a', psk, meshId, knownPeers: everyone });
+  for (const name of ['b', 'c', 'd'])
+    await start({ name, psk, meshId, bootstrap: a.node.addrs(), knownPeers: everyone });
+  await waitFor(
+    () => peers.every((p) => p.node.peers().filter((v) => v.connected && v.name !== null).length === 3),
+    {
+      timeoutMs: 10_000,
+      what: 'a full mesh of four with presence',
+    },
+  );
+  const others = peers.filter((p) => p !== a);
+  // neighbours report whom they hear with their next presence frames; until then gossip forwards as usual
+  let n = 0;
+  await waitFor(
+    () => {
+      a.doc.getMap('m').set('warm-up', n++);
+      return others.every((p) => p.node.stats().gossipForwardsSkipped > 0);
+    },
+    { timeoutMs: 10_000, intervalMs: 100, what: 'forwarding to stop in the full mesh' },
+  );
+  await waitFor(() => others.every((p) => p.doc.getMap('m').get('warm-up') === n - 1), {
+    timeoutMs: 5000,
+    what: 'the warm-up edits everywhere',
+  });
+  const skipped = others.map((p) => p.node.stats().gossipForwardsSkipped);
+  a.doc.getMap('m').set('edit', 'a');
+  await waitFor(() => others.every((p) => p.doc.getMap('m').get('edit') === 'a'), {
+    timeoutMs: 5000,
+    intervalMs: 2,
+    what: 'the edit everywhere',
+  });
+  assert.deepEqual(
+    others.map((p, i) => p.node.stats().gossipForwardsSkipped - (skipped[i] ?? 0)),
+    [1, 1, 1],
+    'each peer applied the edit once, from a, and forwarded nothing',
+  );
+  for (const p of peers) assert.equal(p.node.stats().rejectedMessages, 0, `${p.name} rejected nothing`);
 });
 
 test('a peer that was stopped catches up after restart, and its offline edit reaches everyone', async (t) => {
@@ -324,74 +372,39 @@ test('garbage on the sync protocol is rejected and logged; the document and the 
   });
 });
 
-test('garbage on the gossip topics is rejected and logged; the document and the node are unharmed', async (t) => {
+test('garbage on the doc topic is rejected and logged; the document and the node are unharmed', async (t) => {
   const { start } = peerGroup(t);
   const psk = newPsk();
-  const a = await start({
-    name: 'a',
-    psk,
-    meshId,
-    tuning: { maxGossipBytes: 16 * 1024, maxMessageBytes: 16 * 1024 },
-  });
+  const a = await start({ name: 'a', psk, meshId, tuning: { maxGossipBytes: 16 * 1024 } });
   const b = await start({ name: 'b', psk, meshId, bootstrap: a.node.addrs() });
   const raw = await rawPeer(psk);
   t.after(() => raw.stop());
   a.doc.getMap('m').set('k', 'v');
   await waitFor(() => b.doc.getMap('m').get('k') === 'v', { timeoutMs: 5000, what: 'b to sync' });
   raw.services.pubsub.subscribe(names.docTopic);
-  raw.services.pubsub.subscribe(names.presenceTopic);
   await raw.dial(multiaddr(a.node.addrs()[0] ?? ''), { signal: AbortSignal.timeout(5000) });
   await waitFor(
-    () =>
-      raw.services.pubsub.getSubscribers(names.docTopic).some((p) => p.toString() === a.node.peerId) &&
-      raw.services.pubsub.getSubscribers(names.presenceTopic).some((p) => p.toString() === a.node.peerId),
+    () => raw.services.pubsub.getSubscribers(names.docTopic).some((p) => p.toString() === a.node.peerId),
     { timeoutMs: 5000, what: 'raw peer to see a subscribed' },
   );
   const before = docState(a.doc);
   const rawId = raw.peerId.toString();
-  const otherKey = await generateKeyPair('Ed25519');
-  const forged = await encodePresence(
+  const attacks: Array<{ what: string; code: string; data: Uint8Array }> = [
     {
-      v: 1,
-      peerId: b.node.peerId,
-      name: 'evil',
-      seq: Number.MAX_SAFE_INTEGER,
-      sentAt: 0,
-      addrs: [],
-      svHash: 'x',
+      what: 'a message too short for an origin tag',
+      code: 'E_PEER_BAD_UPDATE',
+      data: Uint8Array.from([1, 2, 3]),
     },
-    otherKey,
-    meshId,
-  );
-  const attacks: Array<{ what: string; code: string; topic: string; data: Uint8Array }> = [
     {
       what: 'garbage doc update',
       code: 'E_PEER_BAD_UPDATE',
-      topic: names.docTopic,
-      data: Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]),
+      data: Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]),
     },
-    {
-      what: 'oversized doc update',
-      code: 'E_PEER_OVERSIZED',
-      topic: names.docTopic,
-      data: new Uint8Array(20 * 1024).fill(1),
-    },
-    {
-      what: 'malformed msgpack presence',
-      code: 'E_PEER_BAD_PRESENCE',
-      topic: names.presenceTopic,
-      data: Uint8Array.from([0xc1, 0x00, 0x13]),
-    },
-    {
-      what: 'presence signed by another key',
-      code: 'E_PEER_BAD_PRESENCE',
-      topic: names.presenceTopic,
-      data: forged,
-    },
+    { what: 'oversized doc update', code: 'E_PEER_OVERSIZED', data: new Uint8Array(20 * 1024).fill(1) },
   ];
   let rejected = a.node.stats().rejectedMessages;
   for (const attack of attacks) {
-    await raw.services.pubsub.publish(attack.topic, attack.data);
+    await raw.services.pubsub.publish(names.docTopic, attack.data);
     await waitFor(() => a.node.stats().rejectedMessages > rejected, {
       timeoutMs: 5000,
       what: `a to reject ${attack.what}`,
@@ -404,17 +417,124 @@ test('garbage on the gossip topics is rejected and logged; the document and the 
     attacks.map((x) => x.code),
     'one warning naming the relaying peer per attack',
   );
-  assert.notEqual(
-    a.node.peers().find((p) => p.peerId === b.node.peerId)?.name,
-    'evil',
-    'forged presence changed nothing',
-  );
 
   b.doc.getMap('m').set('after', 'b');
   await waitFor(() => a.doc.getMap('m').get('after') === 'b', {
     timeoutMs: 5000,
     what: 'a to keep receiving gossip',
   });
+});
+
+test('garbage and forgeries on the presence link are rejected and logged; presence keeps working', async (t) => {
+  const { start } = peerGroup(t);
+  const psk = newPsk();
+  const a = await start({ name: 'a', psk, meshId, tuning: { maxMessageBytes: 16 * 1024 } });
+  const b = await start({ name: 'b', psk, meshId, bootstrap: a.node.addrs() });
+  await waitFor(() => a.node.peers().some((p) => p.peerId === b.node.peerId && p.name === 'b'), {
+    timeoutMs: 5000,
+    what: 'a to hear b',
+  });
+  const raw = await rawPeer(psk);
+  t.after(() => raw.stop());
+  const rawId = raw.peerId.toString();
+  const stream = await raw.dialProtocol(multiaddr(a.node.addrs()[0] ?? ''), names.presenceProtocol, {
+    signal: AbortSignal.timeout(5000),
+  });
+  const lp = lpStream(stream);
+  const forged = (seq: number) =>
+    generateKeyPair('Ed25519').then((otherKey) =>
+      encodePresence(
+        { v: 2, peerId: b.node.peerId, name: 'evil', seq, sentAt: 0, addrs: [], svHash: 'x' },
+        otherKey,
+        meshId,
+      ),
+    );
+  const attacks: Array<{ what: string; code: string; frame: Uint8Array }> = [
+    {
+      what: 'a frame that is not msgpack',
+      code: 'E_PEER_BAD_PRESENCE',
+      frame: Uint8Array.from([0xc1, 0, 0x13]),
+    },
+    {
+      what: 'a malformed beacon in a frame',
+      code: 'E_PEER_BAD_PRESENCE',
+      frame: encodePresenceFrame({ beacons: [Uint8Array.from([0xc1, 0x00, 0x13])] }),
+    },
+    {
+      what: "a relayed beacon claiming b's id, signed by another key",
+      code: 'E_PEER_BAD_PRESENCE',
+      frame: encodePresenceFrame({ beacons: [await forged(Number.MAX_SAFE_INTEGER)] }),
+    },
+  ];
+  let rejected = a.node.stats().rejectedMessages;
+  for (const attack of attacks) {
+    await lp.write(attack.frame, { signal: AbortSignal.timeout(5000) });
+    await waitFor(() => a.node.stats().rejectedMessages > rejected, {
+      timeoutMs: 5000,
+      what: `a to reject ${attack.what}`,
+    });
+    rejected = a.node.stats().rejectedMessages;
+  }
+  // an oversized frame length is refused before it is buffered, and ends the link
+  stream.send(Uint8Array.from([0xff, 0xff, 0xff, 0x7f]));
+  await waitFor(() => a.node.stats().rejectedMessages > rejected, {
+    timeoutMs: 5000,
+    what: 'a to reject an oversized frame length',
+  });
+  assert.deepEqual(
+    warningCodes(a, rawId),
+    [...attacks.map((x) => x.code), 'E_PEER_FRAME_TOO_LARGE'],
+    'one warning naming the sending peer per attack',
+  );
+  assert.equal(
+    a.node.peers().find((p) => p.peerId === b.node.peerId)?.name,
+    'b',
+    'forged presence changed nothing',
+  );
+  const seenBefore = a.node.peers().find((p) => p.peerId === b.node.peerId)?.lastSeenAt ?? 0;
+  await waitFor(
+    () => (a.node.peers().find((p) => p.peerId === b.node.peerId)?.lastSeenAt ?? 0) > seenBefore,
+    {
+      timeoutMs: 5000,
+      what: "b's genuine beacons to keep arriving",
+    },
+  );
+});
+
+test('connected peers get an RTT from presence echoes; a peer that sends no presence is disconnected', async (t) => {
+  const { start } = peerGroup(t);
+  const psk = newPsk();
+  const a = await start({ name: 'a', psk, meshId, tuning: { silentPeerCloseMs: 1500 } });
+  const b = await start({ name: 'b', psk, meshId, bootstrap: a.node.addrs() });
+  await waitFor(
+    () => a.node.peers().some((p) => p.peerId === b.node.peerId && p.connected && p.rttMs !== null),
+    { timeoutMs: 5000, what: 'a to know its RTT to b' },
+  );
+  const rtt = a.node.peers().find((p) => p.peerId === b.node.peerId)?.rttMs ?? -1;
+  assert.ok(rtt >= 0 && rtt < 1000, `loopback RTT ${rtt} ms`);
+  const seen = a.node.lastSeen().get(b.node.peerId);
+  assert.ok(seen !== undefined && seen <= Date.now(), 'lastSeen() has b');
+  assert.ok(seen <= (a.node.peers().find((p) => p.peerId === b.node.peerId)?.lastSeenAt ?? 0));
+
+  // a bare libp2p node: connects fine but never speaks the presence protocol
+  const raw = await rawPeer(psk);
+  t.after(() => raw.stop());
+  await raw.dial(multiaddr(a.node.addrs()[0] ?? ''), { signal: AbortSignal.timeout(5000) });
+  await waitFor(() => a.node.peers().some((p) => p.peerId === raw.peerId.toString() && p.connected), {
+    timeoutMs: 5000,
+    what: 'a to see the bare peer connected',
+  });
+  await waitFor(() => !a.node.peers().some((p) => p.peerId === raw.peerId.toString() && p.connected), {
+    timeoutMs: 5000,
+    what: 'a to drop the silent peer',
+  });
+  assert.ok(
+    a.logs.some((l) => l.msg === 'closing connection to silent peer' && l.peer === raw.peerId.toString()),
+  );
+  assert.ok(
+    a.node.peers().some((p) => p.peerId === b.node.peerId && p.connected),
+    'b, which speaks, stays',
+  );
 });
 
 test('start-up refuses a bad bootstrap address and a busy port with errors a user can act on', async (t) => {

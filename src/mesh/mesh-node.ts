@@ -1,19 +1,27 @@
 // One peer of the mesh: a libp2p node that keeps the cluster Y.Doc replicated with every peer and tracks presence.
 
+import { createHash } from 'node:crypto';
 import { type SubscriptionChangeData, TopicValidatorResult } from '@libp2p/gossipsub';
 import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import * as Y from 'yjs';
-import type { Clock, TimerHandle } from '../shared/clock.ts';
+import type { Clock } from '../shared/clock.ts';
 import { describeError, MeshdError, PeerProtocolError, ValidationError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { runDocSync, type SyncByteCounts, type SyncParty } from './doc-sync.ts';
-import { applyPeerUpdate, docDigest } from './doc-update.ts';
+import {
+  applyPeerUpdate,
+  decodeDocGossip,
+  docDigest,
+  encodeDocGossip,
+  originTagBytes,
+} from './doc-update.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
 import { fullPeerAddr, type MeshProtocols, meshProtocols, peerIdOfAddr } from './mesh-protocols.ts';
 import { PeerRedialer, type RedialTarget } from './peer-redial.ts';
-import { decodePresence, encodePresence, type Presence } from './presence.ts';
+import { peerTag } from './presence-frame.ts';
+import { PresenceLinks } from './presence-links.ts';
 
 /** A peer remembered in the cluster document. */
 export interface KnownPeer {
@@ -35,8 +43,13 @@ export interface MeshTuning {
   maxMessageBytes: number;
   /** Largest sync frame (a whole state diff) accepted or sent. */
   maxSyncBytes: number;
-  /** How often connected peers are pinged for RTT. */
+  /**
+   * @deprecated Ignored: RTT now comes from presence echoes and nothing pings periodically (see
+   * docs/decisions/0005-mesh-traffic.md). Kept so existing tunings still type-check.
+   */
   pingIntervalMs: number;
+  /** A connected peer that sent no presence for this long is disconnected (and redialled if it is known). */
+  silentPeerCloseMs: number;
   /** Largest doc update sent or accepted on gossip; bigger local updates reach peers by sync instead. */
   maxGossipBytes: number;
   /** Upper bound of one sync run, from opening the stream to applying the diff. */
@@ -53,6 +66,7 @@ export const defaultMeshTuning: Readonly<MeshTuning> = Object.freeze({
   maxMessageBytes: 1024 * 1024,
   maxSyncBytes: 64 * 1024 * 1024,
   pingIntervalMs: 5000,
+  silentPeerCloseMs: 15_000,
   maxGossipBytes: 1024 * 1024,
   syncTimeoutMs: 60_000,
   antiEntropyMinMs: 2000,
@@ -84,7 +98,7 @@ export interface PeerView {
   /** Node name from its presence; null until a beacon arrived. */
   name: string | null;
   connected: boolean;
-  /** Local clock time (ms) the last presence beacon of this peer arrived. */
+  /** Local clock time (ms) the last presence beacon of this peer arrived, directly or relayed. */
   lastSeenAt: number | null;
   rttMs: number | null;
   /** Dialable multiaddrs, each ending in /p2p/<peerId>. */
@@ -92,13 +106,18 @@ export interface PeerView {
 }
 
 export interface MeshStats {
-  /** meshd payload bytes written: sync frames, plus gossip data times the peers it was sent to. */
+  /** meshd payload bytes written: sync and presence frames, plus gossip data times the peers it was sent to. */
   bytesSent: number;
-  /** meshd payload bytes read: sync frames, plus each distinct gossip message once. */
+  /** meshd payload bytes read: sync and presence frames, plus each distinct gossip message once. */
   bytesReceived: number;
   /** Doc updates this node published on gossip (local edits and updates learned by sync). */
   gossipPublished: number;
+  /** Gossiped doc updates applied but not forwarded, because every neighbour had them from their publisher. */
+  gossipForwardsSkipped: number;
+  /** Presence ticks on which this node's beacon went to at least one peer. */
   presencePublished: number;
+  /** Other peers' beacons this node forwarded to neighbours that do not hear them directly. */
+  presenceRelayed: number;
   /** Completed sync runs, as initiator or responder. */
   syncRuns: number;
   syncFailures: number;
@@ -123,16 +142,6 @@ export interface SyncedDetail {
  */
 export const remoteOrigin: unique symbol = Symbol('meshd.mesh.remote');
 
-interface PeerRecord {
-  name: string | null;
-  lastSeenAt: number | null;
-  rttMs: number | null;
-  presenceAddrs: string[];
-  /** Highest presence seq seen; older beacons are replays and are dropped. */
-  lastSeq: number;
-  svHash: string | null;
-}
-
 interface Deadline {
   signal: AbortSignal;
   cancel(): void;
@@ -140,7 +149,11 @@ interface Deadline {
 
 export class MeshNode {
   readonly peerId: string;
-  /** Dispatches 'peers' (Event) when presence or connections change and 'synced' (CustomEvent<SyncedDetail>). */
+  /**
+   * Dispatches 'synced' (CustomEvent<SyncedDetail>) and 'peers' (Event) when what `peers()` lists changed: a
+   * connection, a peer first seen or seen again after a silence, its name, addresses or first RTT. A beacon
+   * that only renews `lastSeenAt` dispatches nothing (with 20 peers that was 19 events a second).
+   */
   readonly events: EventTarget = new EventTarget();
 
   private readonly opts: MeshNodeOptions;
@@ -150,13 +163,20 @@ export class MeshNode {
   private readonly log: Logger;
   private readonly bootstrapTargets: RedialTarget[];
   private readonly redialer: PeerRedialer;
-  private readonly records = new Map<string, PeerRecord>();
+  private readonly presence: PresenceLinks;
+  /** `peerTag` of this node, in front of every doc update it publishes. */
+  private readonly selfTag: Uint8Array;
+  /** Parsed peer ids by string: parsing one builds a public key, too dear for every redial tick. */
+  private readonly peerIds = new Map<string, PeerId>();
+  private readonly fullAddrs = new Map<string, string | undefined>();
   private readonly syncedPeers = new Set<string>();
   /** Sync runs in flight per peer (one we started plus any the peer started). */
   private readonly syncing = new Map<string, number>();
   /** Peers whose subscription arrived while a sync with them ran: checked again when it ends. */
   private readonly resyncWanted = new Set<string>();
   private readonly lastSyncAt = new Map<string, number>();
+  /** Each peer's latest beacon digest, how many beacons in a row carried it, and our `docVersion` then. */
+  private readonly peerDigests = new Map<string, { digest: string; repeats: number; ourVersion: number }>();
   /** `docVersion` when the last sync with each peer started. */
   private readonly syncedVersion = new Map<string, number>();
   private readonly syncWaiters = new Set<{ resolve(): void; reject(err: Error): void }>();
@@ -165,22 +185,21 @@ export class MeshNode {
     bytesSent: 0,
     bytesReceived: 0,
     gossipPublished: 0,
+    gossipForwardsSkipped: 0,
     presencePublished: 0,
+    presenceRelayed: 0,
     syncRuns: 0,
     syncFailures: 0,
     antiEntropySyncs: 0,
     rejectedMessages: 0,
   };
-  private timers: TimerHandle[] = [];
   private pendingUpdates: Uint8Array[] = [];
   /** True only while a sync-learned update is being applied: its 'update' event must be re-published. */
   private republishing = false;
   private digest: string | undefined;
   /** Counts document updates of any origin; tells whether a peer may have missed one since our last sync. */
   private docVersion = 0;
-  private seq: number;
   private peersEventQueued = false;
-  private pingRunning = false;
   private stopped = false;
 
   private constructor(
@@ -197,8 +216,28 @@ export class MeshNode {
     this.peerId = libp2p.peerId.toString();
     this.log = opts.logger;
     this.bootstrapTargets = bootstrap;
-    // starting from the clock keeps seq increasing across restarts, so replayed old beacons stay stale
-    this.seq = Math.max(0, Math.floor(opts.clock.now()));
+    this.selfTag = Buffer.from(peerTag(this.peerId), 'hex');
+    this.presence = new PresenceLinks({
+      libp2p,
+      selfId: this.peerId,
+      protocol: names.presenceProtocol,
+      meshId: opts.meshId,
+      privateKey: opts.privateKey,
+      nodeName: opts.nodeName,
+      clock: opts.clock,
+      logger: this.log,
+      intervalMs: tuning.presenceIntervalMs,
+      maxMessageBytes: tuning.maxMessageBytes,
+      silentPeerCloseMs: tuning.silentPeerCloseMs,
+      openTimeoutMs: tuning.dialTimeoutMs,
+      addrs: () => this.addrs(),
+      digest: () => this.currentDigest(),
+      onBeacon: (peerId, svHash) => this.maybeAntiEntropy(peerId, svHash),
+      onChange: () => this.peersChanged(),
+      onReject: (peer, err) => this.reject(peer, err),
+      lifetime: this.lifetime.signal,
+      deadline: (ms) => this.deadline(ms),
+    });
     this.redialer = new PeerRedialer({
       clock: opts.clock,
       logger: this.log,
@@ -232,7 +271,9 @@ export class MeshNode {
         psk: opts.psk,
         listen: opts.listen,
         dialTimeoutMs: tuning.dialTimeoutMs,
-        topics: [names.docTopic, names.presenceTopic],
+        topics: [names.docTopic],
+        // an update's id is its content, not who published it: re-publishing after a sync stays a duplicate
+        messageId: (data) => createHash('sha256').update(data.subarray(originTagBytes)).digest(),
         // one RPC may batch several messages (e.g. answers to IWANT), so allow well over one message
         maxGossipRpcBytes: Math.max(
           4 * 1024 * 1024,
@@ -266,7 +307,7 @@ export class MeshNode {
 
   /** Every other peer seen by presence, connection, bootstrap or the known-peers list. */
   peers(): PeerView[] {
-    const connected = new Set(this.libp2p.getPeers().map((p) => p.toString()));
+    const connected = this.connectedPeerIds();
     const addrs = new Map<string, Set<string>>();
     const addAddrs = (peerId: string, list: readonly string[]): void => {
       if (peerId === this.peerId) return;
@@ -276,16 +317,17 @@ export class MeshNode {
         addrs.set(peerId, set);
       }
       for (const a of list) {
-        const full = fullPeerAddr(a, peerId);
+        const full = this.fullAddr(a, peerId);
         if (full !== undefined) set.add(full);
       }
     };
-    for (const [peerId, rec] of this.records) addAddrs(peerId, rec.presenceAddrs);
+    const known = this.presence.known();
+    for (const [peerId, rec] of known) addAddrs(peerId, rec.addrs);
     for (const peerId of connected) addAddrs(peerId, []);
     for (const t of this.bootstrapTargets) addAddrs(t.peerId, t.addrs);
     for (const k of this.safeKnownPeers()) addAddrs(k.peerId, k.addrs);
     return [...addrs].map(([peerId, set]) => {
-      const rec = this.records.get(peerId);
+      const rec = known.get(peerId);
       return {
         peerId,
         name: rec?.name ?? null,
@@ -297,8 +339,19 @@ export class MeshNode {
     });
   }
 
+  /**
+   * When each peer's latest beacon arrived (local clock), directly or relayed. Far cheaper than `peers()`,
+   * which also lists and normalises the addresses of every known peer: use this to poll liveness.
+   */
+  lastSeen(): Map<string, number> {
+    const seen = new Map<string, number>();
+    for (const [peerId, rec] of this.presence.known())
+      if (rec.lastSeenAt !== null) seen.set(peerId, rec.lastSeenAt);
+    return seen;
+  }
+
   connectedCount(): number {
-    return this.libp2p.getPeers().length;
+    return this.connectedPeerIds().size;
   }
 
   /** Connects to `addr` (a multiaddr, ideally ending in /p2p/<peerId>); always bounded by `dialTimeoutMs`. */
@@ -372,16 +425,22 @@ export class MeshNode {
   }
 
   stats(): MeshStats {
-    return { ...this.counters };
+    const p = this.presence.stats();
+    return {
+      ...this.counters,
+      bytesSent: this.counters.bytesSent + p.bytesSent,
+      bytesReceived: this.counters.bytesReceived + p.bytesReceived,
+      presencePublished: p.beaconsSent,
+      presenceRelayed: p.beaconsRelayed,
+    };
   }
 
   /** Stops presence, redials and syncs, closes every connection. Idempotent. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const t of this.timers) t.cancel();
-    this.timers = [];
     this.redialer.stop();
+    this.presence.stop();
     this.opts.doc.off('update', this.onDocUpdate);
     this.lifetime.abort(stoppedError());
     for (const w of [...this.syncWaiters]) w.reject(stoppedError());
@@ -405,9 +464,7 @@ export class MeshNode {
       },
     );
     pubsub.topicValidators.set(this.names.docTopic, (peer, msg) => this.onDocGossip(peer, msg.data));
-    pubsub.topicValidators.set(this.names.presenceTopic, (peer, msg) =>
-      this.onPresenceGossip(peer, msg.data),
-    );
+    await this.presence.start();
     this.libp2p.addEventListener('peer:connect', (evt) => this.onPeerConnect(evt.detail));
     this.libp2p.addEventListener('peer:disconnect', (evt) => this.onPeerDisconnect(evt.detail));
     this.libp2p.addEventListener('connection:open', (evt) => this.onConnectionOpen(evt.detail));
@@ -415,10 +472,6 @@ export class MeshNode {
     this.opts.doc.on('update', this.onDocUpdate);
     await this.libp2p.start();
     pubsub.subscribe(this.names.docTopic);
-    pubsub.subscribe(this.names.presenceTopic);
-    const { clock } = this.opts;
-    this.timers.push(clock.setInterval(() => void this.publishPresence(), this.tuning.presenceIntervalMs));
-    this.timers.push(clock.setInterval(() => void this.pingPeers(), this.tuning.pingIntervalMs));
     this.redialer.start();
     this.log.debug('mesh listening', {
       peer: this.peerId,
@@ -429,12 +482,43 @@ export class MeshNode {
 
   // ---- connections and redial ----
 
+  /**
+   * Ids of the peers with an open connection. Not `libp2p.getPeers()`: that re-parses every peer id from
+   * its string (a base58 decode and a public key each), and `peers()` is polled by the daemon.
+   */
+  private connectedPeerIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const c of this.libp2p.getConnections()) if (c.status === 'open') ids.add(c.remotePeer.toString());
+    return ids;
+  }
+
   private isConnected(peerId: string): boolean {
-    try {
-      return this.libp2p.getConnections(peerIdFromString(peerId)).some((c) => c.status === 'open');
-    } catch {
-      return false;
+    const peer = this.parsePeerId(peerId);
+    return peer !== undefined && this.libp2p.getConnections(peer).some((c) => c.status === 'open');
+  }
+
+  /** `fullPeerAddr`, remembered: `peers()` is polled by the daemon and would otherwise parse every address. */
+  private fullAddr(addr: string, peerId: string): string | undefined {
+    const key = `${peerId} ${addr}`;
+    if (this.fullAddrs.has(key)) return this.fullAddrs.get(key);
+    const full = fullPeerAddr(addr, peerId);
+    if (this.fullAddrs.size >= 4096) this.fullAddrs.clear();
+    this.fullAddrs.set(key, full);
+    return full;
+  }
+
+  private parsePeerId(peerId: string): PeerId | undefined {
+    let peer = this.peerIds.get(peerId);
+    if (peer === undefined) {
+      try {
+        peer = peerIdFromString(peerId);
+      } catch {
+        return undefined;
+      }
+      if (this.peerIds.size >= 4096) this.peerIds.clear();
+      this.peerIds.set(peerId, peer);
     }
+    return peer;
   }
 
   private safeKnownPeers(): KnownPeer[] {
@@ -450,8 +534,11 @@ export class MeshNode {
     const targets = new Map<string, RedialTarget>();
     for (const t of this.bootstrapTargets) targets.set(t.peerId, t);
     for (const k of this.safeKnownPeers()) {
-      if (k.peerId === this.peerId || targets.has(k.peerId)) continue;
-      const addrs = k.addrs.map((a) => fullPeerAddr(a, k.peerId)).filter((a): a is string => a !== undefined);
+      // a connected peer is not redialled, so its addresses need no parsing (this runs twice a second)
+      if (k.peerId === this.peerId || targets.has(k.peerId) || this.isConnected(k.peerId)) continue;
+      const addrs = k.addrs
+        .map((a) => this.fullAddr(a, k.peerId))
+        .filter((a): a is string => a !== undefined);
       targets.set(k.peerId, { peerId: k.peerId, addrs });
     }
     return [...targets.values()];
@@ -474,6 +561,7 @@ export class MeshNode {
   private onPeerConnect(peer: PeerId): void {
     const id = peer.toString();
     this.redialer.connected(id);
+    this.presence.peerConnected(peer);
     this.log.debug('peer connected', { peer: id });
     this.peersChanged();
   }
@@ -481,8 +569,7 @@ export class MeshNode {
   private onPeerDisconnect(peer: PeerId): void {
     const id = peer.toString();
     this.syncedPeers.delete(id);
-    const rec = this.records.get(id);
-    if (rec !== undefined) rec.rttMs = null;
+    this.presence.peerDisconnected(id);
     this.log.debug('peer disconnected', { peer: id });
     this.peersChanged();
   }
@@ -549,7 +636,8 @@ export class MeshNode {
       this.log.debug('doc update too large for gossip; peers will sync it', { bytes: merged.byteLength });
       return;
     }
-    if ((await this.publish(this.names.docTopic, merged)) > 0) this.counters.gossipPublished++;
+    const data = encodeDocGossip(this.selfTag, merged);
+    if ((await this.publish(this.names.docTopic, data)) > 0) this.counters.gossipPublished++;
   }
 
   /** Publishes and never throws; returns the number of peers the message went to. */
@@ -575,10 +663,18 @@ export class MeshNode {
     }
   }
 
+  /**
+   * Applies a gossiped update, then tells gossipsub whether to forward it. The publisher floods its own
+   * updates to every peer it is connected to, so an update that came straight from its publisher, while
+   * every neighbour of ours says (by presence) that it hears that publisher directly, has already reached
+   * them all: forwarding it would only make duplicates — in a full mesh of 20, ~5 per peer per edit, which
+   * cost more CPU than the edit itself. Anywhere else (a partial mesh, a relayed copy, a neighbour that
+   * has not said what it hears yet) gossip forwards as usual. `Ignore` after applying is not a penalty.
+   */
   private onDocGossip(peer: PeerId, data: Uint8Array): TopicValidatorResult {
     const from = peer.toString();
     this.counters.bytesReceived += data.byteLength;
-    if (data.byteLength > this.tuning.maxGossipBytes) {
+    if (data.byteLength > this.tuning.maxGossipBytes + originTagBytes) {
       this.reject(
         from,
         new PeerProtocolError(
@@ -593,8 +689,11 @@ export class MeshNode {
       return TopicValidatorResult.Reject;
     }
     try {
-      this.applyFromPeer(data, from, false);
-      return TopicValidatorResult.Accept;
+      const { originTag, update } = decodeDocGossip(data, from);
+      this.applyFromPeer(update, from, false);
+      if (this.presence.mayLack(originTag, from)) return TopicValidatorResult.Accept;
+      this.counters.gossipForwardsSkipped++;
+      return TopicValidatorResult.Ignore;
     } catch (err) {
       this.reject(from, err);
       return TopicValidatorResult.Reject;
@@ -713,52 +812,23 @@ export class MeshNode {
     return this.digest;
   }
 
-  private async publishPresence(): Promise<void> {
-    if (this.stopped) return;
-    try {
-      const presence: Presence = {
-        v: 1,
-        peerId: this.peerId,
-        name: this.opts.nodeName,
-        seq: this.seq++,
-        sentAt: this.opts.clock.now(),
-        addrs: this.addrs(),
-        svHash: this.currentDigest(),
-      };
-      const bytes = await encodePresence(presence, this.opts.privateKey, this.opts.meshId);
-      if ((await this.publish(this.names.presenceTopic, bytes)) > 0) this.counters.presencePublished++;
-    } catch (err) {
-      this.log.warn('cannot publish presence', { err: describeError(err) });
-    }
-  }
-
-  private async onPresenceGossip(peer: PeerId, data: Uint8Array): Promise<TopicValidatorResult> {
-    const from = peer.toString();
-    this.counters.bytesReceived += data.byteLength;
-    let presence: Presence;
-    try {
-      presence = await decodePresence(data, this.opts.meshId, this.tuning.maxMessageBytes, from);
-    } catch (err) {
-      this.reject(from, err);
-      return TopicValidatorResult.Reject;
-    }
-    if (presence.peerId === this.peerId) return TopicValidatorResult.Ignore;
-    const rec = this.record(presence.peerId);
-    // signatures stop forgery but not replay: only a beacon newer than the last one counts
-    if (presence.seq <= rec.lastSeq) return TopicValidatorResult.Ignore;
-    rec.lastSeq = presence.seq;
-    rec.name = presence.name;
-    rec.presenceAddrs = presence.addrs;
-    rec.lastSeenAt = this.opts.clock.now();
-    rec.svHash = presence.svHash;
-    this.peersChanged();
-    this.maybeAntiEntropy(presence.peerId, presence.svHash);
-    return TopicValidatorResult.Accept;
-  }
-
-  /** Pulls a sync from a connected peer whose digest differs from ours, at most once per `antiEntropyMinMs`. */
+  /**
+   * Pulls a sync from a connected peer whose digest differs from ours and has stopped moving, at most once
+   * per `antiEntropyMinMs`.
+   */
   private maybeAntiEntropy(peerId: string, theirDigest: string): void {
+    const last = this.peerDigests.get(peerId);
+    const repeats = last?.digest === theirDigest ? last.repeats + 1 : 1;
+    const oursMoved = last === undefined || last.ourVersion !== this.docVersion;
+    this.peerDigests.set(peerId, { digest: theirDigest, repeats, ourVersion: this.docVersion });
     if (this.stopped || theirDigest === this.currentDigest()) return;
+    // While edits flow, beacons routinely carry a digest one update behind or ahead of ours; syncing on
+    // that fired ~8 syncs per edit for 20 peers. A lost update leaves the peer's digest unchanged beacon
+    // after beacon (Yjs parks later updates from the same writer as pending). So a sync needs a mismatch
+    // that stood still on both sides for a beacon interval, or one on their side for three intervals
+    // (our side may never be still during a long stream of edits; a peer merely slow to apply one is
+    // not stuck that long).
+    if (!(repeats >= 2 && !oursMoved) && repeats < 4) return;
     if (this.syncing.has(peerId) || !this.isConnected(peerId)) return;
     const now = this.opts.clock.now();
     if (now - (this.lastSyncAt.get(peerId) ?? Number.NEGATIVE_INFINITY) < this.tuning.antiEntropyMinMs)
@@ -766,40 +836,6 @@ export class MeshNode {
     this.lastSyncAt.set(peerId, now);
     this.counters.antiEntropySyncs++;
     void this.syncWith(peerId, 'anti-entropy');
-  }
-
-  private record(peerId: string): PeerRecord {
-    let rec = this.records.get(peerId);
-    if (rec === undefined) {
-      rec = { name: null, lastSeenAt: null, rttMs: null, presenceAddrs: [], lastSeq: -1, svHash: null };
-      this.records.set(peerId, rec);
-    }
-    return rec;
-  }
-
-  private async pingPeers(): Promise<void> {
-    if (this.stopped || this.pingRunning) return;
-    this.pingRunning = true;
-    try {
-      await Promise.all(
-        this.libp2p.getPeers().map(async (peer) => {
-          const deadline = this.deadline(Math.min(this.tuning.pingIntervalMs, this.tuning.dialTimeoutMs));
-          const rec = this.record(peer.toString());
-          try {
-            rec.rttMs = await this.libp2p.services.ping.ping(peer, { signal: deadline.signal });
-          } catch (err) {
-            rec.rttMs = null;
-            if (!this.stopped)
-              this.log.debug('ping failed', { peer: peer.toString(), err: describeError(err) });
-          } finally {
-            deadline.cancel();
-          }
-        }),
-      );
-      this.peersChanged();
-    } finally {
-      this.pingRunning = false;
-    }
   }
 
   // ---- helpers ----

@@ -10,8 +10,8 @@ const other = '12D3KooWBzcPqCzdjEa2d1Qu6cAFtAFXMt7Hs589PDvbpo8bdCE8';
 
 test('names are versioned and carry the mesh id', () => {
   assert.deepEqual(meshProtocols('home-1'), {
-    docTopic: '/meshd/home-1/doc/1',
-    presenceTopic: '/meshd/home-1/presence/1',
+    docTopic: '/meshd/home-1/doc/2',
+    presenceProtocol: '/meshd/home-1/presence/2.0.0',
     syncProtocol: '/meshd/home-1/sync/1.0.0',
   });
 });

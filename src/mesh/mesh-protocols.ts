@@ -4,10 +4,10 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { ValidationError } from '../shared/errors.ts';
 
 export interface MeshProtocols {
-  /** Yjs updates of the cluster document. */
+  /** Yjs updates of the cluster document, each behind its publisher's 8-byte tag. */
   docTopic: string;
-  /** Signed presence beacons. */
-  presenceTopic: string;
+  /** Stream protocol of the presence link: signed beacons to each directly connected peer. */
+  presenceProtocol: string;
   /** State-vector sync stream protocol. */
   syncProtocol: string;
 }
@@ -27,8 +27,8 @@ export function meshProtocols(meshId: string): MeshProtocols {
     );
   }
   return {
-    docTopic: `/meshd/${meshId}/doc/1`,
-    presenceTopic: `/meshd/${meshId}/presence/1`,
+    docTopic: `/meshd/${meshId}/doc/2`,
+    presenceProtocol: `/meshd/${meshId}/presence/2.0.0`,
     syncProtocol: `/meshd/${meshId}/sync/1.0.0`,
   };
 }

@@ -7,14 +7,14 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { PeerProtocolError } from '../shared/errors.ts';
-import { decodePresence, encodePresence, type Presence } from './presence.ts';
+import { decodePresence, encodePresence, type Presence, PresenceVerifier } from './presence.ts';
 
 const meshId = 'presence-test';
 
 async function signedBeacon(overrides: Partial<Presence> = {}) {
   const key = await generateKeyPair('Ed25519');
   const presence: Presence = {
-    v: 1,
+    v: 2,
     peerId: peerIdFromPrivateKey(key).toString(),
     name: 'nas',
     seq: 42,
@@ -31,6 +31,31 @@ const isBadPresence = (e: unknown) => e instanceof PeerProtocolError && e.code =
 test('a signed beacon decodes to what was sent', async () => {
   const { presence, bytes } = await signedBeacon();
   assert.deepEqual(await decodePresence(bytes, meshId, 1024 * 1024, 'relay'), presence);
+});
+
+test('a beacon without addresses decodes without them (they are sent only now and then)', async () => {
+  const { key, presence } = await signedBeacon();
+  const { addrs: _, ...withoutAddrs } = presence;
+  const bytes = await encodePresence(withoutAddrs, key, meshId);
+  const decoded = await decodePresence(bytes, meshId, 1024, 'relay');
+  assert.deepEqual(decoded, withoutAddrs);
+  assert.equal('addrs' in decoded, false);
+});
+
+test('a verifier that has cached a peer key still refuses signatures by any other key', async () => {
+  const verifier = new PresenceVerifier(meshId);
+  const { presence, bytes } = await signedBeacon();
+  assert.deepEqual(await decodePresence(bytes, meshId, 1 << 20, 'relay', verifier), presence);
+  const other = await generateKeyPair('Ed25519');
+  for (let i = 0; i < 3; i++) {
+    const next = { ...presence, seq: presence.seq + 1 + i };
+    await assert.rejects(
+      decodePresence(await encodePresence(next, other, meshId), meshId, 1 << 20, 'relay', verifier),
+      isBadPresence,
+    );
+  }
+  const genuine = await signedBeacon({ seq: 7 });
+  assert.equal((await decodePresence(genuine.bytes, meshId, 1 << 20, 'relay', verifier)).seq, 7);
 });
 
 test('a beacon is refused when signed by another key, for another mesh, tampered with or too large', async () => {
@@ -85,7 +110,7 @@ test('arbitrary bytes and arbitrary msgpack values only ever yield E_PEER_BAD_PR
         fc.anything().map((v) => packr.pack(v)),
         fc
           .record({
-            v: fc.constant(1),
+            v: fc.constant(2),
             body: fc.anything().map((v) => packr.pack(v)),
             sig: fc.uint8Array({ maxLength: 64 }),
           })
