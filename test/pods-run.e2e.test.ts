@@ -99,6 +99,15 @@ describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
     assert.match(status, /^CapEff:\s+0000000000000000$/m);
     assert.match(status, /^NoNewPrivs:\s+1$/m);
     assert.match(status, /^NSpid:\s+\d+\s+\d+$/m, 'the process has a second pid: its own pid namespace');
+    // Its output, streamed from b to a CLI on c.
+    const logs = await waitFor(
+      async () => {
+        const text = await mesh.ok('c', ['logs', 'pod', 'web', '--stderr', '--tail', '20']);
+        return /"GET \/ HTTP\/1\.1" 200/.test(text) ? text : undefined;
+      },
+      { timeoutMs: 15_000, what: 'the request in the logs, from c' },
+    );
+    assert.ok(logs);
   });
 
   test('editing the command restarts it in place: new pid, same node, revision 2', async () => {

@@ -20,9 +20,12 @@ import type {
 import { loadPluginSteps } from '../lifecycle/plugin-steps.ts';
 import { encodeJoinToken } from '../mesh/join-token.ts';
 import { type MeshNode, MeshNode as MeshNodeImpl, type MeshTuning } from '../mesh/mesh-node.ts';
+import type { PeerQuestion } from '../mesh/peer-query.ts';
+import type { RuntimeDriver } from '../runtime/driver.ts';
+import { MockDriver } from '../runtime/mock/mock-driver.ts';
 import { createProcessDriver } from '../runtime/process/process-driver.ts';
 import type { Clock } from '../shared/clock.ts';
-import { MeshdError } from '../shared/errors.ts';
+import { describeError, MeshdError, NotFoundError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { meshdVersion } from '../shared/version.ts';
 import { ClusterDoc, type NodeRecord } from '../state/cluster-doc.ts';
@@ -35,7 +38,7 @@ import { ClaimLoop, formatExplanation } from './claim-loop.ts';
 import { ClusterViewSource } from './cluster-view-source.ts';
 import type { DataDir, NodeConfig } from './data-dir.ts';
 import { ed25519LeaseSigner, LeaseStore, peerIdLeaseVerifier } from './lease-store.ts';
-import { PodAgent } from './pod-agent.ts';
+import { PodAgent, type WhyReport } from './pod-agent.ts';
 import { PodService } from './pod-service.ts';
 import { whyView } from './why-view.ts';
 
@@ -201,12 +204,7 @@ export class Daemon {
         pods: objects,
         leases,
         presenceSince: this.opts.clock.now(),
-        presence: {
-          lastSeen: () =>
-            new Map(
-              mesh.peers().flatMap((p) => (p.lastSeenAt === null ? [] : [[p.peerId, p.lastSeenAt] as const])),
-            ),
-        },
+        presence: { lastSeen: () => mesh.lastSeen() },
         ...(config.deadAfterMs === undefined ? {} : { deadAfterMs: config.deadAfterMs }),
       }),
       leases,
@@ -229,11 +227,7 @@ export class Daemon {
     );
     this.agent = new PodAgent({
       objects: this.objects,
-      driver: createProcessDriver({
-        clock: this.opts.clock,
-        log: this.logger,
-        compileCacheDir: join(this.opts.dataDir.path, 'cache'),
-      }),
+      driver: this.runtimeDriver(),
       node: { name: config.nodeName, peerId: mesh.peerId },
       clock: this.opts.clock,
       logger: this.logger,
@@ -244,6 +238,7 @@ export class Daemon {
       meshNodes: () => this.nodes().map((n) => ({ name: n.name, reachable: n.state === 'ready' })),
     });
     await this.agent.start();
+    await mesh.serveQuestions((question, peer, signal) => this.answer(question, peer, signal));
     this.api = await ApiServer.listen(this.opts.dataDir.socketPath, this.handlers(), this.logger);
     this.dashboard = await DashboardServer.start({
       dataDir: this.opts.dataDir.path,
@@ -252,6 +247,21 @@ export class Daemon {
       clock: this.opts.clock,
     });
     this.logger.info('api listening', { socket: this.opts.dataDir.socketPath });
+  }
+
+  /** The node config's runtime: bubblewrap processes, or (benchmarks, tests) the mock that runs nothing. */
+  private runtimeDriver(): RuntimeDriver {
+    if (this.config.runtime === 'mock') {
+      this.logger.warn('runtime is mock: pods are scheduled and reported running, but no process runs', {
+        config: this.opts.dataDir.configFile,
+      });
+      return new MockDriver();
+    }
+    return createProcessDriver({
+      clock: this.opts.clock,
+      log: this.logger,
+      compileCacheDir: join(this.opts.dataDir.path, 'cache'),
+    });
   }
 
   /** Writes this node's record; only changed fields become document updates. */
@@ -450,16 +460,90 @@ export class Daemon {
   }
 
   /** Asked of this node's agent; the node running the pod is asked over the mesh once that protocol exists. */
+  /**
+   * Asked of the node that runs the pod (over the mesh); answered here when this node runs it, when it
+   * runs nowhere yet (placement reasons), or — with what the document last said — when that node is down.
+   */
   private async why(name: string): Promise<WhyView> {
-    this.requirePods().describe(name); // a clear "no such pod" first
+    const desc = this.requirePods().describe(name); // a clear "no such pod" first
+    const remote = this.remoteNodeOf(desc.slots.map((s) => s.node));
+    if (remote !== undefined) {
+      const signal = AbortSignal.timeout(10_000);
+      try {
+        for await (const body of this.requireMesh().ask(
+          remote.peerId,
+          { kind: 'why', pod: name, opts: {} },
+          signal,
+        )) {
+          return whyView(body as WhyReport);
+        }
+      } catch (err) {
+        const last = desc.slots
+          .filter((s) => s.node === remote.name)
+          .map((s) => `slot ${s.slot}: ${s.phase}${s.lastError === null ? '' : ` (${s.lastError})`}`)
+          .join('; ');
+        const local = this.requireAgent().why(name);
+        if (local === undefined) throw err;
+        return whyView(local, {
+          unreachable: `node ${remote.name} runs it and could not be asked (${describeError(err)}); the document last said: ${last}`,
+        });
+      }
+    }
     const report = this.requireAgent().why(name);
     if (report === undefined) throw new Error(`agent has no why report for ${name}`);
     return whyView(report);
   }
 
-  private logs(name: string, q: LogsQuery, signal: AbortSignal): AsyncIterable<string> {
-    this.requirePods().describe(name);
-    return this.requireAgent().logs(name, { ...q, signal });
+  private async *logs(name: string, q: LogsQuery, signal: AbortSignal): AsyncGenerator<string> {
+    const desc = this.requirePods().describe(name);
+    const slots = q.slot === undefined ? desc.slots : desc.slots.filter((s) => s.slot === q.slot);
+    const remote = this.remoteNodeOf(slots.slice(0, 1).map((s) => s.node));
+    if (remote === undefined) {
+      yield* this.requireAgent().logs(name, { ...q, signal });
+      return;
+    }
+    for await (const line of this.requireMesh().ask(
+      remote.peerId,
+      { kind: 'logs', pod: name, opts: { ...q } },
+      signal,
+    )) {
+      if (typeof line === 'string') yield line;
+    }
+  }
+
+  /** The first node among `nodes` that is not this one, with its peer id: who to ask about a pod. */
+  private remoteNodeOf(nodes: (string | null)[]): { name: string; peerId: string } | undefined {
+    for (const n of nodes) {
+      if (n === null || n === this.config.nodeName) continue;
+      const node = this.cluster.nodeByName(n);
+      if (node !== undefined) return { name: n, peerId: node.peerId };
+    }
+    return undefined;
+  }
+
+  /** What this node answers when a peer asks about a pod it runs. */
+  private async *answer(question: PeerQuestion, _peer: string, signal: AbortSignal): AsyncGenerator<unknown> {
+    const agent = this.requireAgent();
+    if (question.kind === 'why') {
+      const report = agent.why(question.pod);
+      if (report === undefined) {
+        throw new NotFoundError(
+          'E_POD_NOT_FOUND',
+          `node ${this.config.nodeName} knows no pod ${question.pod}`,
+        );
+      }
+      yield report;
+      return;
+    }
+    const o = question.opts;
+    const q: LogsQuery = {
+      ...(typeof o.container === 'string' ? { container: o.container } : {}),
+      ...(typeof o.slot === 'number' ? { slot: o.slot } : {}),
+      ...(o.stream === 'stdout' || o.stream === 'stderr' ? { stream: o.stream } : {}),
+      ...(typeof o.tail === 'number' ? { tail: o.tail } : {}),
+      ...(o.follow === true ? { follow: true } : {}),
+    };
+    yield* agent.logs(question.pod, { ...q, signal });
   }
 
   private requireAgent(): PodAgent {

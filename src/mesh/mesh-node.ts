@@ -19,6 +19,7 @@ import {
 } from './doc-update.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
 import { fullPeerAddr, type MeshProtocols, meshProtocols, peerIdOfAddr } from './mesh-protocols.ts';
+import { answerPeer, askPeer, type PeerQuestion, type QuestionHandler } from './peer-query.ts';
 import { PeerRedialer, type RedialTarget } from './peer-redial.ts';
 import { peerTag } from './presence-frame.ts';
 import { PresenceLinks } from './presence-links.ts';
@@ -436,6 +437,49 @@ export class MeshNode {
   }
 
   /** Stops presence, redials and syncs, closes every connection. Idempotent. */
+  /**
+   * Answers other peers' questions (`why`, `logs`) with `handler`. Malformed questions are refused and
+   * logged with the peer id; an answer is bounded by the asker (it closes the stream when done).
+   */
+  async serveQuestions(handler: QuestionHandler): Promise<void> {
+    await this.libp2p.handle(
+      this.names.queryProtocol,
+      (stream, connection) => {
+        const peer = connection.remotePeer.toString();
+        answerPeer(
+          stream,
+          handler,
+          peer,
+          { maxFrameBytes: this.tuning.maxMessageBytes },
+          this.lifetime.signal,
+        ).catch((err: unknown) => {
+          if (err instanceof PeerProtocolError) this.reject(peer, err);
+          else this.log.debug('query stream ended', { peer, err: describeError(err) });
+        });
+      },
+      { maxInboundStreams: 8, maxOutboundStreams: 8 },
+    );
+  }
+
+  /** Asks `peerId` a question; yields the bodies of its answer. Dials if needed, bounded by dialTimeoutMs. */
+  async *ask(peerId: string, question: PeerQuestion, signal: AbortSignal): AsyncGenerator<unknown> {
+    const dial = AbortSignal.any([
+      signal,
+      this.lifetime.signal,
+      AbortSignal.timeout(this.tuning.dialTimeoutMs),
+    ]);
+    const stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), this.names.queryProtocol, {
+      signal: dial,
+    });
+    yield* askPeer(
+      stream,
+      question,
+      peerId,
+      { maxFrameBytes: this.tuning.maxMessageBytes },
+      AbortSignal.any([signal, this.lifetime.signal]),
+    );
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;

@@ -10,6 +10,8 @@ export interface MeshProtocols {
   presenceProtocol: string;
   /** State-vector sync stream protocol. */
   syncProtocol: string;
+  /** Questions to one peer (`why`, `logs`), answered with a stream of frames (peer-query.ts). */
+  queryProtocol: string;
 }
 
 const meshIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -30,6 +32,7 @@ export function meshProtocols(meshId: string): MeshProtocols {
     docTopic: `/meshd/${meshId}/doc/2`,
     presenceProtocol: `/meshd/${meshId}/presence/2.0.0`,
     syncProtocol: `/meshd/${meshId}/sync/1.0.0`,
+    queryProtocol: `/meshd/${meshId}/query/1.0.0`,
   };
 }
 
