@@ -26,6 +26,11 @@ export interface NodeConfig {
   lifecycle?: { hooks?: unknown[]; modules?: string[] };
   /** A node missing this long counts as dead: its best-effort pods may move (default 7 days). */
   deadAfterMs?: number;
+  /**
+   * How pods run: `process` (the default: bubblewrap sandboxes) or `mock`, for scheduling benchmarks and
+   * tests — the node claims, holds and reports slots like any other but starts no process at all.
+   */
+  runtime?: 'process' | 'mock';
 }
 
 export const defaultListen = ['/ip4/0.0.0.0/tcp/7946'];
@@ -278,6 +283,9 @@ function validateConfig(raw: unknown, file: string): NodeConfig {
   if (typeof c.keyEpoch !== 'number') fail('keyEpoch', 'a number');
   if (c.deadAfterMs !== undefined && (typeof c.deadAfterMs !== 'number' || c.deadAfterMs <= 0)) {
     fail('deadAfterMs', 'a positive number of milliseconds');
+  }
+  if (c.runtime !== undefined && c.runtime !== 'process' && c.runtime !== 'mock') {
+    fail('runtime', '"process" or "mock"');
   }
   if (c.lifecycle !== undefined) {
     const l = c.lifecycle as Record<string, unknown> | null;
