@@ -10,6 +10,8 @@ import { fixedLoopback, isAlive, MeshFixture } from './support/meshd-cli.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
+/** meshd substitutes `${PORT_HTTP}` in commands itself: a plain string, not a template. */
+const portHttp = ['$', '{PORT_HTTP}'].join('');
 
 const podSpec = (name: string, command: string, host = 'b') => `kind: Pod
 name: ${name}
@@ -78,7 +80,7 @@ describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
     await mesh.ok('a', [
       'apply',
       '-f',
-      file('web.yaml', podSpec('web', '[python3, -m, http.server, "${PORT_HTTP}"]')),
+      file('web.yaml', podSpec('web', `[python3, -m, http.server, "${portHttp}"]`)),
     ]);
     const s = await waitFor(
       async () => {
@@ -116,7 +118,7 @@ describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
     await mesh.ok('c', [
       'apply',
       '-f',
-      file('web2.yaml', podSpec('web', '[python3, -u, -m, http.server, "${PORT_HTTP}"]')),
+      file('web2.yaml', podSpec('web', `[python3, -u, -m, http.server, "${portHttp}"]`)),
     ]);
     const after = await waitFor(
       async () => {
