@@ -197,6 +197,40 @@ test('partition: both sides run the ha singleton; after the heal exactly one hol
   assert.equal(soleRunner(world, 'db'), winner);
 });
 
+test('a heal whose document lands before the first heartbeat settles on the later claim, with no extra epoch', async (t) => {
+  const world = await ClaimWorld.create([{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }]);
+  t.after(() => world.stop());
+  world.apply('a', testPod('db', { availability: 'ha', haGraceSeconds: 3 }));
+  world.clock.advance(10);
+  const before = soleRunner(world, 'db');
+  const side1 = before === 'a' || before === 'b' ? ['a', 'b'] : ['c', 'd'];
+  const side2 = ['a', 'b', 'c', 'd'].filter((n) => !side1.includes(n));
+  world.partition(side1, side2);
+  world.clock.advance(10_000);
+  const successor = side2.find((n) => world.desired(n, 'db').length > 0);
+  assert.ok(successor !== undefined);
+  assert.equal(epochOn(world, successor, 'db'), 2);
+
+  // The state-vector sync on reconnect: documents merge now, heartbeats only arrive at the next period.
+  for (const p of world.peers) p.group = 0;
+  for (const a of world.peers)
+    for (const b of world.peers)
+      if (a !== b) Y.applyUpdate(b.doc, Y.encodeStateAsUpdate(a.doc, Y.encodeStateVector(b.doc)), 'sync');
+  world.clock.advance(10);
+  const epochs = () =>
+    world.peers[0]?.leases
+      .all()
+      .filter((l) => l.slot === 'pod/db#0')
+      .map((l) => l.epoch)
+      .sort() ?? [];
+  assert.deepEqual(epochs(), [1, 2], 'nobody claimed over a claim it has just received');
+  assert.equal(soleRunner(world, 'db'), successor, 'the old holder stopped at once');
+  world.clock.advance(10_000);
+  assert.deepEqual(epochs(), [1, 2]);
+  assert.equal(soleRunner(world, 'db'), successor);
+  assert.equal(epochOn(world, successor, 'db'), 2);
+});
+
 test('an unplaceable pod stays pending and explain() says why, per node, Nomad-style', async (t) => {
   const world = await ClaimWorld.create([
     { name: 'a', labels: { zone: 'eu' }, memoryBytes: 1 * GI },
@@ -280,6 +314,44 @@ test('a forged or malformed lease written raw into the document is ignored, with
   world.clock.advance(10);
   assert.equal(soleRunner(world, 'web'), holder);
   assert.equal(victim.leases.own(slot)?.releasedAt, undefined, 'its real lease is back');
+});
+
+test("a lease forged in a silent holder's name is no sign of its life: the slot moves on time", async (t) => {
+  const world = await ClaimWorld.create([{ name: 'a' }, { name: 'b' }, { name: 'c' }]);
+  t.after(() => world.stop());
+  world.apply('a', testPod('db', { availability: 'ha', haGraceSeconds: 5 }));
+  world.clock.advance(10);
+  const holder = soleRunner(world, 'db');
+  const others = world.peers.filter((p) => p.name !== holder);
+  const [forger] = others;
+  assert.ok(forger !== undefined);
+  const silentAt = world.clock.now();
+  world.partition(
+    [holder],
+    others.map((p) => p.name),
+  );
+  world.clock.advance(4000);
+  const victim = world.peer(holder);
+  const forged = {
+    ...signLeaseNow(
+      { slot: 'pod/ghost#0', holder: forger.peerId, epoch: 1, claimedAt: world.clock.now() },
+      ed25519LeaseSigner(forger.key),
+    ),
+    holder: victim.peerId,
+  };
+  forger.doc.transact(() =>
+    forger.doc.getMap<unknown>(leasesMapName).set(leaseKey('pod/ghost#0', victim.peerId), forged),
+  );
+  let successor: string | undefined;
+  while (successor === undefined && world.clock.now() - silentAt < 20_000) {
+    world.clock.advance(100);
+    successor = others.find((p) => world.desired(p.name, 'db').length > 0)?.name;
+  }
+  const took = world.clock.now() - silentAt;
+  assert.ok(
+    successor !== undefined && took <= 5000 + 1000 + 100,
+    `moved ${took} ms after the holder fell silent`,
+  );
 });
 
 test('cold start from the persisted document with nobody reachable: desiredSlots at once, and kept', async (t) => {

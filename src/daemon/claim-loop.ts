@@ -136,6 +136,8 @@ export class ClaimLoop {
   private desired: DesiredSlot[] = [];
   private last: ClaimDecision | undefined;
   private skipped: SkippedEntry[] = [];
+  /** Admitted lease entry (`slot|holder|sig`) → local time this node first saw it (see `read`). */
+  private readonly arrivals = new Map<string, number>();
 
   constructor(deps: ClaimLoopDeps) {
     this.deps = deps;
@@ -237,7 +239,7 @@ export class ClaimLoop {
   private decideAndWrite(): ClaimDecision {
     const { clock, leases, verifier, logger } = this.deps;
     const now = clock.now();
-    let { view, skipped } = this.deps.source.read();
+    let { view, skipped } = this.read(now);
     let decision = decideClaims(this.self, view, now, { verifier });
     const writes: Lease[] = [];
     for (const intent of decision.claim) writes.push(leases.sign(claimLease(intent, this.self, now)));
@@ -261,7 +263,7 @@ export class ClaimLoop {
         logger?.info(w.releasedAt === undefined ? 'slot claimed' : 'slot released', { ...fields, reason });
       }
       // Decide again on the document as written, so the new holds show at once.
-      ({ view, skipped } = this.deps.source.read());
+      ({ view, skipped } = this.read(now));
       decision = decideClaims(this.self, view, now, { verifier });
     }
     this.last = decision;
@@ -269,6 +271,35 @@ export class ClaimLoop {
     this.logIgnored(decision.ignored);
     this.publish(decision);
     return decision;
+  }
+
+  /**
+   * The source's view, with the arrival of a lease counted as a sign of life of its holder: a holder was
+   * alive when it signed a claim or release this node has only just received, and its heartbeats may lag
+   * behind the document (on a heal the state-vector sync can land before the first presence beacon). Judged
+   * by presence alone, the side that rejoins would find the other side's fresh claims held by nodes
+   * "missing" since the partition began and claim over them at once: one more move and epoch for nothing.
+   * Like `presenceSince`, this only ever delays a takeover, by at most the grace, and only for a lease this
+   * node received within the grace. Only admitted (correctly signed) leases count.
+   */
+  private read(now: number): { view: ClusterView; skipped: SkippedEntry[] } {
+    const { view, skipped } = this.deps.source.read();
+    const presence = new Map(view.presence);
+    const current = new Set<string>();
+    for (const lease of view.leases) {
+      const id = `${lease.slot}|${lease.holder}|${lease.sig}`;
+      let at = this.arrivals.get(id);
+      if (at === undefined) {
+        // Checked once, when first seen: a forged entry is no sign of anyone's life.
+        if (admitLeases([lease], this.deps.verifier).admitted.length === 0) continue;
+        at = now;
+        this.arrivals.set(id, at);
+      }
+      current.add(id);
+      if (at > (presence.get(lease.holder) ?? Number.NEGATIVE_INFINITY)) presence.set(lease.holder, at);
+    }
+    for (const id of this.arrivals.keys()) if (!current.has(id)) this.arrivals.delete(id);
+    return { view: { ...view, presence }, skipped };
   }
 
   private publish(decision: ClaimDecision): void {
@@ -317,7 +348,7 @@ export class ClaimLoop {
   explain(podName: string): PodExplanation {
     const { verifier } = this.deps;
     const now = this.deps.clock.now();
-    const { view: stored, skipped } = this.deps.source.read();
+    const { view: stored, skipped } = this.read(now);
     const presence = new Map(stored.presence);
     presence.set(this.self, now);
     const { admitted, ignored } = admitLeases(stored.leases, verifier);

@@ -399,6 +399,35 @@ test('a new agent over the same data dir re-adopts: same pid, no restart, no new
   );
 });
 
+test('a new lease epoch for a slot it runs restarts it, so the pod holds the current fencing token', async (t) => {
+  const w = await world(t);
+  w.apply(`kind: Pod
+name: fenced
+spec:
+  containers:
+    - name: app
+      command: [sleep, "3600"]
+`);
+  let desired = [{ pod: 'fenced', slot: 0, leaseEpoch: 1 }];
+  const agent = w.agent({ desiredSlots: () => desired });
+  await agent.start();
+  const epochOf = (pid: number) =>
+    /(?:^|\0)MESHD_LEASE_EPOCH=(\d+)/.exec(readFileSync(`/proc/${pid}/environ`, 'utf8'))?.[1];
+  const first = await waitFor(() => running(w, 'fenced'), { timeoutMs: 20_000, what: 'slot 0 running' });
+  assert.equal(epochOf(first.pid as number), '1');
+  // This node claimed the slot again (say, after a heal settled a concurrent claim): epoch 3 now.
+  desired = [{ pod: 'fenced', slot: 0, leaseEpoch: 3 }];
+  const second = await waitFor(
+    () => {
+      const s = running(w, 'fenced');
+      return s !== undefined && s.pid !== first.pid ? s : undefined;
+    },
+    { timeoutMs: 20_000, what: 'the slot to restart' },
+  );
+  assert.equal(epochOf(second.pid as number), '3');
+  assert.equal(agent.describeLocal('fenced')?.slots[0]?.leaseEpoch, 3);
+});
+
 test('after a host reboot (supervisors gone), a cold agent starts its pods again from local state', async (t) => {
   const w = await world(t);
   w.apply(webSpec());

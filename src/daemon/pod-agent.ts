@@ -10,6 +10,7 @@
 // - Slot `i` is written only by the node running it, so replicas on different nodes never write
 //   the same field; a node that stopped a slot leaves it alone once another node reported it.
 // - Pods outlive the agent: `stop()` leaves them running; a new agent takes them over from `slots/`.
+// - A slot runs with the epoch of the lease it holds (MESHD_LEASE_EPOCH): a new epoch restarts it.
 
 import { createHash } from 'node:crypto';
 import { FAILED_STATES, GraphRunner, type StartResult } from '../lifecycle/graph-runner.ts';
@@ -563,6 +564,15 @@ export class PodAgent {
           await this.stopRun(u, `spec changed (revision ${t.revision}): restarting in place`);
           continue;
         }
+        if (t.leaseEpoch !== a.input.leaseEpoch) {
+          // The environment cannot change under a running process: a copy left on an older epoch would
+          // hand stale fencing tokens to what it writes, so it restarts with the lease it holds now.
+          await this.stopRun(
+            u,
+            `lease epoch changed (${a.input.leaseEpoch} → ${t.leaseEpoch}): restarting with the new MESHD_LEASE_EPOCH`,
+          );
+          continue;
+        }
         if (t.revision !== a.input.revision) {
           // Same runtime spec under a newer revision (replicas, placement...): nothing restarts.
           a.input.revision = t.revision;
@@ -667,7 +677,9 @@ export class PodAgent {
       state,
       runner,
       outputs,
-      reached: false,
+      // A run being re-adopted keeps its record complete: a kill -9 during adoption must not turn it
+      // into an interrupted start (which would restart a pod that never stopped).
+      reached: restoring?.restore.complete === true,
       startedAt: restoring?.startedAt ?? this.opts.clock.now(),
       adopted: restoring !== undefined,
     };
