@@ -400,31 +400,32 @@ test('exec runs a command beside the container in the same sandbox, and kills it
     env: { GREETING: 'hi' },
   });
   await waitFor(() => existsSync(join(p.podDir, 'probe', 'work', 'ready')), {
-    timeoutMs: 5000,
+    timeoutMs: 20_000,
     what: 'the container to write /work/ready',
   });
   const ok = await p.driver.exec(
     h,
     ['sh', '-c', 'cat /work/ready; id -u; echo "$GREETING"; grep CapEff /proc/self/status'],
     {
-      timeoutMs: 5000,
+      timeoutMs: 20_000,
     },
   );
   assert.equal(ok.exitCode, 0, ok.output);
   assert.equal(ok.timedOut, false);
   assert.match(ok.output, /^ready\n65534\nhi\nCapEff:\s+0+$/);
-  const failed = await p.driver.exec(h, ['sh', '-c', 'echo nope >&2; exit 4'], { timeoutMs: 5000 });
+  const failed = await p.driver.exec(h, ['sh', '-c', 'echo nope >&2; exit 4'], { timeoutMs: 20_000 });
   assert.deepEqual([failed.exitCode, failed.output], [4, 'nope']);
-  const missing = await p.driver.exec(h, ['no-such-probe'], { timeoutMs: 5000 });
+  const missing = await p.driver.exec(h, ['no-such-probe'], { timeoutMs: 20_000 });
   assert.notEqual(missing.exitCode, 0);
   assert.match(missing.output, /no-such-probe/);
 
   const began = Date.now();
   const slow = await p.driver.exec(h, ['sh', '-c', 'echo $$ > /work/slow.pid; exec sleep 30'], {
-    timeoutMs: 300,
+    // long enough for the probe sandbox to start and write its pid on a loaded machine; far below 30 s
+    timeoutMs: 2000,
   });
   assert.equal(slow.timedOut, true);
-  assert.ok(Date.now() - began < 5000);
+  assert.ok(Date.now() - began < 10_000);
   const slowPid = readFileSync(join(p.podDir, 'probe', 'work', 'slow.pid'), 'utf8').trim();
   assert.equal(slowPid, '2', 'the probe has a pid namespace of its own');
   // Nothing of the probe sandbox is left: no `sleep 30` owned by the sandbox user besides the container's.
