@@ -172,7 +172,8 @@ describe('bad tokens', { timeout: 30_000 }, () => {
       assert.equal(res.code, 1);
       assert.match(res.stderr, message);
       assert.match(res.stderr, /hint: /);
-      assert.ok(Date.now() - started < 5_000, 'refused at once');
+      // No dial, no wait: far below the 30 s a join would wait for an unreachable peer (loose for loaded CI).
+      assert.ok(Date.now() - started < 15_000, 'refused at once');
       assert.ok(
         !existsSync(mesh.dataDir('fresh')) || readdirSync(mesh.dataDir('fresh')).length === 0,
         'nothing written',
