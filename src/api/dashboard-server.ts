@@ -11,6 +11,7 @@ import type { Logger } from '../shared/logger.ts';
 import { DashboardAuth, dashboardTokenFile } from './dashboard-auth.ts';
 import { loginPageCsp, loginPageHtml } from './dashboard-login-page.ts';
 import { type DashboardPort, readDashboardPort } from './dashboard-settings.ts';
+import { readJson } from './json-body.ts';
 import { NotifySockets, refuseUpgrade } from './notify-sockets.ts';
 import type { ApiHandlers } from './server.ts';
 import type { DashboardView, HistoryQuery, MeshEvent } from './types.ts';
@@ -30,7 +31,6 @@ export interface DashboardOptions {
 }
 
 const host = '127.0.0.1';
-const maxBodyBytes = 1024 * 1024;
 const maxLogLines = 2000;
 const logReadTimeoutMs = 5000;
 const contentTypes: Record<string, string> = {
@@ -512,21 +512,4 @@ function listWebFiles(root: string): Map<string, string> {
     });
   }
   return files;
-}
-
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).byteLength;
-    if (size > maxBodyBytes) {
-      throw new ValidationError('E_BODY_TOO_LARGE', `request body is larger than ${maxBodyBytes} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new ValidationError('E_BAD_JSON', 'request body is not valid JSON');
-  }
 }

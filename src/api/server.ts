@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { DaemonError, type ErrorBody, isMeshdError, ValidationError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
+import { readJson } from './json-body.ts';
 import type {
   ApplyRequest,
   ApplyResult,
@@ -57,8 +58,6 @@ export interface ApiHandlers {
   /** Calls `listener` on every document or peer change until the returned function is called. */
   subscribe(listener: (event: MeshEvent) => void): () => void;
 }
-
-const maxBodyBytes = 1024 * 1024;
 
 export class ApiServer {
   private readonly server: Server;
@@ -236,23 +235,6 @@ export class ApiServer {
       return;
     }
     this.send(res, status, { error: body });
-  }
-}
-
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).byteLength;
-    if (size > maxBodyBytes) {
-      throw new ValidationError('E_BODY_TOO_LARGE', `request body is larger than ${maxBodyBytes} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new ValidationError('E_BAD_JSON', 'request body is not valid JSON');
   }
 }
 
