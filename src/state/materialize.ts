@@ -2,12 +2,14 @@
 
 import { ValidationError } from '../shared/errors.ts';
 import type { WriteRules } from './field-ownership.ts';
-import { cloneJson, isPlainObject, type JsonObject, type JsonValue } from './merge-patch.ts';
+import { applyMergePatch, cloneJson, isPlainObject, type JsonObject, type JsonValue } from './merge-patch.ts';
 import {
   type Author,
   type BaseRecord,
   compareStamps,
+  type DroppedAuthor,
   type DroppedSummaries,
+  droppedAuthorKey,
   type EntryChecker,
   type RecordKind,
   type RevisionRecord,
@@ -17,6 +19,7 @@ import {
   type SerializedNode,
   type Stamp,
   stampOf,
+  topDroppedAuthors,
   zeroStamp,
 } from './revision-records.ts';
 
@@ -200,6 +203,39 @@ export function objectOfStates(first: SerializedNode, ...others: SerializedNode[
   return objectOf(tree);
 }
 
+/**
+ * The part of `object` the `user` controller may write: what a rollback restores (kind, name, spec
+ * for pods), and what a restore point keeps.
+ */
+export function userFields(object: JsonObject, rules: WriteRules): JsonObject {
+  const walk = (obj: JsonObject, path: readonly string[]): JsonObject => {
+    const out: JsonObject = {};
+    for (const [k, v] of Object.entries(obj)) {
+      let patch: JsonValue = v;
+      for (let i = path.length; i >= 0; i--) patch = { [i === path.length ? k : (path[i] as string)]: patch };
+      if (rules.writeProblem('user', patch) === undefined) out[k] = v;
+      else if (isPlainObject(v)) {
+        const inner = walk(v, [...path, k]);
+        if (Object.keys(inner).length > 0) out[k] = inner;
+      }
+    }
+    return out;
+  };
+  return walk(object, []);
+}
+
+/** What each restore point of `b` restores: its user-owned fields, by record id. */
+function restorePointsOf(b: BaseRecord, rules: WriteRules): Map<string, JsonObject> {
+  const out = new Map<string, JsonObject>();
+  if (b.restore === undefined || b.restore.length === 0) return out;
+  let current: JsonValue = userFields(objectOf(deserializeTree(b.state)) ?? {}, rules);
+  for (const r of b.restore) {
+    current = applyMergePatch(current, r.patch);
+    if (isPlainObject(current)) out.set(r.id, current);
+  }
+  return out;
+}
+
 // ---- Folding records ------------------------------------------------------------------------------
 
 export interface MaterializeContext {
@@ -228,8 +264,10 @@ export interface HistoryEntry {
   rejected?: string;
   /** Waiting for a record it builds on that has not arrived yet (it is applied once it does). */
   pending?: boolean;
-  /** Content folded into a compaction base: listed, but no longer restorable. */
+  /** Content folded into a compaction base: listed, and restorable only if `restorable`. */
   compacted: boolean;
+  /** A compacted user revision whose user-owned fields a base kept: rollback to it still works. */
+  restorable?: true;
 }
 
 export interface Materialized {
@@ -260,6 +298,12 @@ export interface Materialized {
   state: SerializedNode;
   /** With `until`: the object and tree right after that record. */
   at?: { object: JsonObject | null; state: SerializedNode; entry: HistoryEntry };
+  /** With `snapshots`: the object right after each of those records (that was folded here). */
+  snapshots?: Map<string, JsonObject | null>;
+  /** Compacted revisions the bases kept restore points for (see `restoreOf`). */
+  restorable: ReadonlySet<string>;
+  /** The user-owned fields restore point `id` keeps (computed on first use), or undefined. */
+  restoreOf(id: string): JsonObject | undefined;
 }
 
 interface Candidate {
@@ -290,15 +334,24 @@ function mergeDropped(
 ): DroppedSummaries | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
-  // Concurrent bases may count the same revisions: keep the larger aggregate rather than add them.
+  // Concurrent bases may count the same revisions: keep the larger aggregate rather than add them,
+  // and per author the larger count.
   const big = a.count >= b.count ? a : b;
   const upTo = compareStamps(a.upTo, b.upTo) >= 0 ? a.upTo : b.upTo;
-  return {
+  const merged: DroppedSummaries = {
     count: big.count,
     upTo,
     firstAt: Math.min(a.firstAt, b.firstAt),
     lastAt: Math.max(a.lastAt, b.lastAt),
   };
+  if (a.by === undefined && b.by === undefined) return merged;
+  const by = new Map<string, DroppedAuthor>();
+  for (const x of [...(a.by ?? []), ...(b.by ?? [])]) {
+    const k = droppedAuthorKey(x);
+    const had = by.get(k);
+    if (had === undefined || had.count < x.count) by.set(k, x);
+  }
+  return { ...merged, by: topDroppedAuthors([...by.values()]) };
 }
 
 type Verdict = { rejected?: string; pending?: boolean; taint?: boolean };
@@ -413,7 +466,7 @@ export function materialize(
   key: string,
   entries: readonly unknown[],
   ctx: MaterializeContext,
-  opts: { until?: string } = {},
+  opts: { until?: string; snapshots?: ReadonlySet<string> } = {},
 ): Materialized {
   const problems: string[] = [];
   const byId = new Map<string, Candidate>();
@@ -447,7 +500,9 @@ export function materialize(
   let cut: Stamp | undefined;
   let dropped: DroppedSummaries | undefined;
   const baseHeads = new Set<string>();
+  const restorable = new Set<string>();
   bases.forEach((b, i) => {
+    for (const r of b.restore ?? []) restorable.add(r.id);
     tree = i === 0 ? deserializeTree(b.state) : replayTree(tree, b.state);
     for (const s of b.summaries) if (!summaries.has(s.id)) summaries.set(s.id, s);
     if (cut === undefined || compareStamps(b.cut, cut) > 0) cut = b.cut;
@@ -475,6 +530,7 @@ export function materialize(
     droppedUpTo: (dropped as DroppedSummaries | undefined)?.upTo[0] ?? 0,
   };
   let at: { object: JsonObject | null; state: SerializedNode } | undefined;
+  const snapshots = new Map<string, JsonObject | null>();
 
   for (const { record: r, problem } of remaining) {
     const pre: Verdict | undefined =
@@ -492,6 +548,7 @@ export function materialize(
       }
     }
     if (opts.until === r.id) at = { object: objectOf(tree), state: serializeTree(tree) };
+    if (opts.snapshots?.has(r.id) === true) snapshots.set(r.id, objectOf(tree));
   }
 
   const authentic = remaining.filter((c) => c.problem === undefined).map((c) => c.record);
@@ -499,7 +556,9 @@ export function materialize(
   const isConcurrent = new Map(authentic.map((r, i) => [r.id, concurrent[i] === true]));
 
   const rows: Omit<HistoryEntry, 'revision'>[] = [];
-  for (const s of summaries.values()) rows.push({ ...s, compacted: true });
+  for (const s of summaries.values())
+    rows.push({ ...s, compacted: true, ...(restorable.has(s.id) ? { restorable: true as const } : {}) });
+  for (const id of [...restorable.keys()]) if (!summaries.has(id)) restorable.delete(id);
   for (const { record: r, problem } of remaining) {
     const v = verdicts.get(r.id) ?? {};
     // A record older than the compaction cut arrived after its era was compacted: nobody there saw it.
@@ -550,6 +609,20 @@ export function materialize(
     recordEntries,
     bases: bases.map((b) => b.id),
     state: serializeTree(tree),
+    restorable,
+    restoreOf: () => undefined,
+  };
+  if (opts.snapshots !== undefined) result.snapshots = snapshots;
+  let restored: Map<string, JsonObject> | undefined;
+  result.restoreOf = (id) => {
+    if (!restorable.has(id)) return undefined;
+    if (restored === undefined) {
+      // The first base (in pickBases order) that keeps a point decides it: every peer picks the same.
+      restored = new Map();
+      for (const b of bases)
+        for (const [rid, o] of restorePointsOf(b, ctx.rules)) if (!restored.has(rid)) restored.set(rid, o);
+    }
+    return restored.get(id);
   };
   if (lastEffective !== undefined) {
     result.revision = lastEffective.revision;
@@ -599,16 +672,20 @@ export function objectAtRevision(
 ): { entry: HistoryEntry; object: JsonObject | null } {
   const m = materialize(key, entries, ctx);
   const entry = resolveRevision(key, m.history, ref);
+  const kept = entry.compacted ? m.restoreOf(entry.id) : undefined;
+  if (kept !== undefined) return { entry, object: cloneJson(kept) };
   if (entry.compacted) {
     const oldest = m.history.find((h) => !h.compacted);
+    const points = m.history.filter((h) => h.restorable === true).map((h) => h.revision);
+    const also = points.length === 0 ? '' : ` (or the restore points ${points.join(', ')})`;
     throw new ValidationError(
       'E_REVISION_COMPACTED',
       `revision ${entry.revision} of ${key} was compacted: its author, time and message are kept, its content is not`,
       {
         hint:
           oldest === undefined
-            ? 'No full revision is left to restore; apply the spec you want instead.'
-            : `Roll back to revision ${oldest.revision} or later, or apply the spec you want.`,
+            ? `No full revision is left to restore${also}; apply the spec you want instead.`
+            : `Roll back to revision ${oldest.revision} or later${also}, or apply the spec you want.`,
         details: { object: key, revision: entry.revision, id: entry.id },
       },
     );

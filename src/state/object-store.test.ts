@@ -11,7 +11,13 @@ import { createLogger } from '../shared/logger.ts';
 import { FieldOwnership } from './field-ownership.ts';
 import { type Materialized, materialize } from './materialize.ts';
 import type { JsonObject, JsonValue } from './merge-patch.ts';
-import { ObjectStore, objectArrayName, objectBaseMapName } from './object-store.ts';
+import {
+  ObjectStore,
+  objectArrayName,
+  objectBaseMapName,
+  objectLogName,
+  objectLogPrefix,
+} from './object-store.ts';
 import { type Pod, parsePodSpec, podFromStored, storedPodProblem, toStoredPod } from './pod-spec.ts';
 import type { CompactionPolicy } from './revision-compaction.ts';
 import {
@@ -147,7 +153,8 @@ describe('ObjectStore', () => {
         e.code === 'E_PATCH_NOT_JSON' &&
         /spec\.replicas is not JSON/.test(e.message),
     );
-    assert.equal(doc.getArray(objectArrayName('pod/web')).length, 1);
+    assert.equal(storedEntries(doc).length, 1);
+    assert.equal(doc.getArray(objectLogName(signers[0]?.peer ?? '')).length, 1, "in the author's log");
     s.append('pod/web', {
       controller: 'runtime',
       kind: 'system',
@@ -216,13 +223,14 @@ describe('ObjectStore', () => {
       ownership: FieldOwnership.withBuiltins(),
       clock: new ManualClock(),
       logger: createLogger({ write: (l) => lines.push(l) }),
-      compaction: { threshold: 30, keep: 10 },
+      compaction: { threshold: 30, keep: 10, maxSummaries: 500 },
     });
     const me = author(signers[0] as Signer);
     s.applyPod(web(1), me, 'create');
     for (let i = 2; i <= 75; i++) s.applyPod(web(1 + (i % 9), `g${i}`), me, `edit ${i}`);
     const m = s.get('pod/web') as Materialized;
-    assert.ok(doc.getArray(objectArrayName('pod/web')).length <= 31, 'bounded array');
+    assert.ok(storedEntries(doc).length <= 31, 'bounded log');
+    assert.equal(doc.getArray(objectArrayName('pod/web')).length, 0, 'nothing in the old per-object array');
     assert.equal(doc.getMap(objectBaseMapName('pod/web')).size, 1, 'one live base');
     assert.equal(m.history.length, 75);
     assert.deepEqual(
@@ -247,6 +255,114 @@ describe('ObjectStore', () => {
         logged.every((l) => l.msg === 'object compacted' && l.object === 'pod/web' && l.kept === 10),
     );
     assert.equal(at(s.get('pod/web')?.object ?? null, 'spec', 'replicas'), 1 + (74 % 9));
+  });
+
+  it('grows the document with compactions, not with the records it ever held', () => {
+    // Two peers write status for three pods in an irregular order, as a cluster does.
+    const docs = [new Y.Doc(), new Y.Doc()];
+    docs[0]?.on('update', (u: Uint8Array) => Y.applyUpdate(docs[1] as Y.Doc, u, 'remote'));
+    docs[1]?.on('update', (u: Uint8Array, origin: unknown) => {
+      if (origin !== 'remote') Y.applyUpdate(docs[0] as Y.Doc, u, 'remote');
+    });
+    let compactions = 0;
+    const stores = docs.map(
+      (d, i) =>
+        new ObjectStore(d, {
+          signer: signers[i] as Signer,
+          verifier: peerIdVerifier(),
+          ownership: FieldOwnership.withBuiltins(),
+          clock: new ManualClock(),
+          logger: createLogger({ write: () => compactions++ }),
+          compaction: { threshold: 30, keep: 3 },
+        }),
+    );
+    const names = ['a', 'b', 'c'];
+    const me = author(signers[0] as Signer);
+    for (const n of names) stores[0]?.apply({ ...toStoredPod(web()), name: n }, me);
+    const rand = mulberry32(7);
+    const round = () => {
+      for (let i = 0; i < 300; i++) {
+        const p = Math.floor(rand() * 2);
+        (stores[p] as ObjectStore).append(`pod/${names[Math.floor(rand() * 3)]}`, {
+          controller: 'runtime',
+          kind: 'system',
+          author: author(signers[p] as Signer, 'runtime'),
+          patch: { status: { restarts: i } },
+        });
+      }
+      for (const n of names) stores[0]?.compact(`pod/${n}`, { threshold: 0, keep: 3 }, true);
+    };
+    const yjsHistory = (d: Y.Doc) => {
+      // What the document holds beyond its live entries: deleted items, compactions' client ids.
+      const fresh = new Y.Doc();
+      for (const [name] of d.share) {
+        if (name.startsWith('objbase:')) for (const [k, v] of d.getMap(name)) fresh.getMap(name).set(k, v);
+        else fresh.getArray(name).push(d.getArray(name).toArray());
+      }
+      return Y.encodeStateAsUpdateV2(d).byteLength - Y.encodeStateAsUpdateV2(fresh).byteLength;
+    };
+    round();
+    const [history1, compactions1] = [yjsHistory(docs[0] as Y.Doc), compactions];
+    round();
+    const added = compactions - compactions1;
+    const growth = yjsHistory(docs[0] as Y.Doc) - history1;
+    // ~50 bytes per compaction (its client id and the base it replaced); one tombstone per record
+    // (an array per object) would add ~5 bytes for each of the 300 records of the round on top.
+    assert.ok(added > 0);
+    assert.ok(growth < added * 60, `grew ${growth} bytes with ${added} compactions`);
+    assert.equal(fingerprint(stores[0]?.get('pod/a')), fingerprint(stores[1]?.get('pod/a')));
+    for (const st of stores) st.close();
+  });
+
+  it('reads records from the per-object arrays of older versions and drains them by compaction', () => {
+    const doc = new Y.Doc();
+    const ctx = {
+      check: createEntryChecker(peerIdVerifier()),
+      rules: FieldOwnership.withBuiltins(),
+      validate: storedPodProblem,
+    };
+    const legacy = doc.getArray<unknown>(objectArrayName('pod/web'));
+    const me = author(signers[1] as Signer);
+    for (let i = 1; i <= 5; i++) {
+      const m = materialize('pod/web', legacy.toArray(), ctx);
+      legacy.push([
+        signRecord(
+          {
+            v: 1,
+            object: 'pod/web',
+            lamport: m.maxLamport + 1,
+            parents: m.heads,
+            author: me,
+            controller: 'user',
+            kind: 'user',
+            at: i,
+            patch: i === 1 ? toStoredPod(web()) : { spec: { replicas: i } },
+          },
+          signers[1] as Signer,
+        ),
+      ]);
+    }
+    const s = store(doc, signers[0] as Signer, { threshold: 6, keep: 2 });
+    assert.deepEqual(s.keys('pod'), ['pod/web']);
+    assert.equal(s.get('pod/web')?.revision, '5');
+    s.applyPod(web(1, 'new'), author(signers[0] as Signer));
+    s.applyPod(web(2, 'new'), author(signers[0] as Signer));
+    const m = s.get('pod/web') as Materialized;
+    assert.equal(legacy.length, 0, 'every old record folded');
+    assert.deepEqual(
+      m.history.map((h) => [h.lamport, h.compacted]),
+      [
+        [1, true],
+        [2, true],
+        [3, true],
+        [4, true],
+        [5, true],
+        [6, false],
+        [7, false],
+      ],
+    );
+    assert.equal(at(m.object, 'spec', 'replicas'), 2);
+    s.close();
   });
 
   it('keeps concurrent edits of different fields of one container, and of two containers, from two partitions', () => {
@@ -347,7 +463,7 @@ describe('ObjectStore', () => {
           const ever = new Map<string, RevisionRecord>();
           const remember = () => {
             for (const d of docs)
-              for (const e of d.getArray<unknown>(objectArrayName('pod/web')).toArray()) {
+              for (const e of storedEntries(d)) {
                 const r = e as RevisionRecord;
                 if (typeof r === 'object' && r !== null && 'lamport' in r) ever.set(r.id, r);
               }
@@ -477,7 +593,9 @@ describe('ObjectStore under hostile and destructive edits', () => {
                 signer,
               );
               if (track) hostile.add(r.id);
-              docs[o.peer]?.getArray(objectArrayName('pod/web')).push([r]);
+              // Into a log (its own or another peer's), or the per-object array older versions wrote.
+              const into = [objectArrayName('pod/web'), objectLogName(me.peer), objectLogName(signer.peer)];
+              docs[o.peer]?.getArray(into[o.pick % 3] as string).push([r]);
             };
             try {
               if (o.op === 'deliver') deliver(o.peer, false);
@@ -531,6 +649,15 @@ describe('ObjectStore under hostile and destructive edits', () => {
     );
   });
 });
+
+/** Every record and base entry stored in `doc`'s logs and per-object arrays. */
+function storedEntries(doc: Y.Doc): unknown[] {
+  const out: unknown[] = [];
+  for (const name of doc.share.keys())
+    if (name.startsWith(objectLogPrefix) || name.startsWith('obj:'))
+      out.push(...doc.getArray(name).toArray());
+  return out;
+}
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;

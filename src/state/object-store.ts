@@ -14,16 +14,16 @@ import {
   materialize,
   objectAtRevision,
 } from './materialize.ts';
-import { type JsonObject, type JsonValue, jsonProblem } from './merge-patch.ts';
+import { isPlainObject, type JsonObject, type JsonValue, jsonProblem } from './merge-patch.ts';
 import { type Pod, storedPodProblem, toStoredPod } from './pod-spec.ts';
 import { type CompactionPolicy, defaultCompactionPolicy, planCompaction } from './revision-compaction.ts';
 import {
   type Author,
-  type BaseRecord,
   createEntryChecker,
   type RecordKind,
   type RevisionRecord,
   type Signer,
+  type StoredBase,
   signBase,
   signRecord,
   type UnsignedRecord,
@@ -31,19 +31,34 @@ import {
 } from './revision-records.ts';
 
 /**
- * Each object's records live in its own top-level array `obj:<kind>/<name>`. Top-level types merge
- * across peers by name, whereas two peers creating a nested Y.Array under one map key at once would
- * keep only one of them. Records are only ever pushed (and deleted by compaction), never overwritten.
+ * Records are appended to their author's log: the top-level array `objlog:<peer id>`, one per peer,
+ * holding that peer's records of every object. A peer pushes to the end of its own log only, so its
+ * records are consecutive Yjs items (same client, consecutive clocks, each the origin of the next),
+ * and when compaction deletes them, Yjs merges each run of deleted neighbours into one tombstone.
+ * An array per object would keep one tombstone per record ever written, since records of one object
+ * are never consecutive in its author's clock (the author writes other objects in between): ~5 bytes
+ * (V2) and a heap object per record, forever. Top-level types merge across peers by name, so a log
+ * needs no creation step. Records are never overwritten; only compaction deletes them.
+ */
+export const objectLogPrefix = 'objlog:';
+
+/**
+ * Before logs, an object's records lived in the top-level array `obj:<kind>/<name>`. Such arrays are
+ * still read and compacted (their records drain into bases), never written.
  */
 export const objectArrayPrefix = 'obj:';
 
 /**
- * Compaction bases live in a top-level map `objbase:<kind>/<name>`, one fresh key per base id. A new
+ * Compaction bases live in a top-level map `objbase:<kind>/<name>`, one fresh key per compaction. A new
  * map key depends on no other item, so a replica always integrates the base together with the record
- * deletions of the same compaction; a base pushed into the records array could wait for its left
- * neighbour while those deletions already applied, and the object would vanish there meanwhile.
+ * deletions of the same compaction; a base pushed into an array could wait for its left neighbour
+ * while those deletions already applied, and the object would vanish there meanwhile.
  */
 export const objectBasePrefix = 'objbase:';
+
+export function objectLogName(peer: string): string {
+  return `${objectLogPrefix}${peer}`;
+}
 
 export function objectArrayName(key: string): string {
   return `${objectArrayPrefix}${key}`;
@@ -91,7 +106,8 @@ export interface AppendInput {
 }
 
 export interface CompactionReport {
-  base: BaseRecord;
+  /** The base as written into the document. */
+  base: StoredBase;
   folded: number;
   kept: number;
   /** Array entries deleted. */
@@ -108,6 +124,12 @@ export class ObjectStore {
   private readonly cache = new Map<string, Materialized>();
   private readonly listeners = new Set<ChangeListener>();
   private readonly onTransaction: (tr: Y.Transaction) => void;
+  /** The logs' entries by object key, counted (one entry object can sit in a log twice). */
+  private readonly logged = new Map<string, Map<unknown, number>>();
+  /** Logs being indexed, with how to stop observing them. */
+  private readonly logs = new Map<string, { array: Y.Array<unknown>; stop: () => void }>();
+  /** Keys whose log entries changed in the transaction being cleaned up. */
+  private touched = new Set<string>();
 
   constructor(doc: Y.Doc, deps: ObjectStoreDeps) {
     this.doc = doc;
@@ -122,6 +144,8 @@ export class ObjectStore {
         return v === undefined ? `no schema for objects of kind "${kind}"` : v(key, object);
       },
     };
+    for (const name of [...doc.share.keys()]) if (name.startsWith(objectLogPrefix)) this.watchLog(name);
+    this.touched.clear();
     this.onTransaction = (tr) => this.changed(tr);
     doc.on('afterTransaction', this.onTransaction);
   }
@@ -129,20 +153,61 @@ export class ObjectStore {
   /** Stops watching the document (the store must not be used afterwards). */
   close(): void {
     this.doc.off('afterTransaction', this.onTransaction);
+    for (const log of this.logs.values()) log.stop();
+    this.logs.clear();
+    this.logged.clear();
     this.listeners.clear();
     this.cache.clear();
   }
 
-  private changed(tr: Y.Transaction): void {
-    const keys = new Set<string>();
-    for (const type of tr.changed.keys()) {
-      if (type._item !== null) continue;
-      for (const [name, t] of this.doc.share) {
-        if (t !== type) continue;
-        const key = objectKeyOfShare(name);
-        if (key !== undefined) keys.add(key);
-      }
+  /**
+   * Indexes log `name` by object key and keeps the index current. Yjs calls observers before it
+   * garbage-collects deleted content, so a deleted entry can still be read to unindex it.
+   */
+  private watchLog(name: string): void {
+    if (this.logs.has(name)) return;
+    const array = this.doc.getArray<unknown>(name);
+    for (const e of array.toArray()) this.index(e, 1);
+    const observer = (ev: Y.YArrayEvent<unknown>) => {
+      for (const item of ev.changes.added) for (const e of item.content.getContent()) this.index(e, 1);
+      for (const item of ev.changes.deleted) for (const e of item.content.getContent()) this.index(e, -1);
+    };
+    array.observe(observer);
+    this.logs.set(name, { array, stop: () => array.unobserve(observer) });
+  }
+
+  /** Counts `entry` in (+1) or out (-1) of its object's log entries. Entries naming no object are ignored. */
+  private index(entry: unknown, delta: 1 | -1): void {
+    if (!isPlainObject(entry) || typeof entry.object !== 'string') return;
+    const key = entry.object;
+    let counts = this.logged.get(key);
+    if (counts === undefined) {
+      if (delta < 0) return;
+      counts = new Map();
+      this.logged.set(key, counts);
     }
+    const n = (counts.get(entry) ?? 0) + delta;
+    if (n > 0) counts.set(entry, n);
+    else counts.delete(entry);
+    if (counts.size === 0) this.logged.delete(key);
+    this.touched.add(key);
+  }
+
+  private changed(tr: Y.Transaction): void {
+    const keys = this.touched;
+    this.touched = new Set();
+    for (const [name, type] of [...this.doc.share]) {
+      if (!tr.changed.has(type)) continue;
+      if (name.startsWith(objectLogPrefix)) {
+        // A log another peer started: index all of it (the observer was not there for this transaction).
+        if (!this.logs.has(name)) this.watchLog(name);
+        continue;
+      }
+      const key = objectKeyOfShare(name);
+      if (key !== undefined) keys.add(key);
+    }
+    for (const k of this.touched) keys.add(k);
+    this.touched.clear();
     if (keys.size === 0) return;
     for (const k of keys) this.cache.delete(k);
     for (const l of this.listeners) l([...keys]);
@@ -156,12 +221,12 @@ export class ObjectStore {
 
   /** Keys of every object with records in the document, optionally of one kind, sorted. */
   keys(kind?: string): string[] {
-    const out = new Set<string>();
+    const out = new Set<string>(this.logged.keys());
     for (const name of this.doc.share.keys()) {
       const key = objectKeyOfShare(name);
-      if (key !== undefined && (kind === undefined || key.startsWith(`${kind}/`))) out.add(key);
+      if (key !== undefined) out.add(key);
     }
-    return [...out].sort();
+    return [...out].filter((key) => kind === undefined || key.startsWith(`${kind}/`)).sort();
   }
 
   /** Records and bases of `key`, as stored (unchecked). */
@@ -169,6 +234,7 @@ export class ObjectStore {
     const out: unknown[] = [];
     if (this.doc.share.has(objectArrayName(key)))
       out.push(...this.doc.getArray<unknown>(objectArrayName(key)).toArray());
+    for (const [e, n] of this.logged.get(key) ?? []) for (let i = 0; i < n; i++) out.push(e);
     if (this.doc.share.has(objectBaseMapName(key)))
       out.push(...this.doc.getMap<unknown>(objectBaseMapName(key)).values());
     return out;
@@ -249,7 +315,9 @@ export class ObjectStore {
         details: { path: key, object: key, reason: rejected },
       });
     }
-    this.doc.transact(() => this.doc.getArray<unknown>(objectArrayName(key)).push([record]));
+    const log = objectLogName(this.deps.signer.peer);
+    this.watchLog(log);
+    this.doc.transact(() => this.doc.getArray<unknown>(log).push([record]));
 
     const policy = this.deps.compaction ?? defaultCompactionPolicy;
     // Not inside a caller's transaction: compaction needs one of its own (see compact()).
@@ -359,33 +427,51 @@ export class ObjectStore {
     // missed them, while the deletions in the same update already took effect there: the object
     // would vanish meanwhile. Under a fresh client id (Yjs itself reassigns ids at run time) the
     // base is clock 0 of a new client under a fresh map key: it depends on nothing and lands with
-    // its deletions. Cost: one more entry in state vectors per compaction.
+    // its deletions. The key is that client id too: fresh by construction, even when another peer
+    // wrote the same base already (setting an existing key would depend on the item it replaces),
+    // and short, since every replaced base stays in the document as a tombstone with its key.
+    // Cost: one more entry in state vectors, and ~50 bytes (V2), per compaction.
     const own = this.doc.clientID;
-    this.doc.clientID = freshClientId(own);
+    const bases = this.doc.getMap<unknown>(objectBaseMapName(key));
+    let client = freshClientId(own);
+    while (bases.has(client.toString(36))) client = freshClientId(own);
+    const baseKey = client.toString(36);
+    this.doc.clientID = client;
     try {
       this.doc.transact(() => {
-        const bases = this.doc.getMap<unknown>(objectBaseMapName(key));
-        bases.set(base.id, base);
-        for (const id of plan.remove) {
-          if (id !== base.id && bases.has(id)) {
-            bases.delete(id);
+        bases.set(baseKey, base);
+        for (const [k, v] of [...bases.entries()]) {
+          if (k !== baseKey && this.removable(v, plan.remove)) {
+            bases.delete(k);
             removed++;
           }
         }
-        const arr = this.doc.getArray<unknown>(objectArrayName(key));
-        const items = arr.toArray();
-        // Delete from the end so earlier indices stay valid; adjacent entries go in one range.
-        let i = items.length - 1;
-        while (i >= 0) {
-          if (!this.removable(items[i], plan.remove)) {
-            i--;
-            continue;
+        // Logs hold every object's records: look only at this object's (no signature checks for others').
+        const ours = (e: unknown) => isPlainObject(e) && e.object === key && this.removable(e, plan.remove);
+        const arrays: [Y.Array<unknown>, (e: unknown) => boolean][] = [...this.logs.values()].map((l) => [
+          l.array,
+          ours,
+        ]);
+        if (this.doc.share.has(objectArrayName(key)))
+          arrays.push([
+            this.doc.getArray<unknown>(objectArrayName(key)),
+            (e) => this.removable(e, plan.remove),
+          ]);
+        for (const [arr, gone] of arrays) {
+          const items = arr.toArray();
+          // Delete from the end so earlier indices stay valid; adjacent entries go in one range.
+          let i = items.length - 1;
+          while (i >= 0) {
+            if (!gone(items[i])) {
+              i--;
+              continue;
+            }
+            let start = i;
+            while (start > 0 && gone(items[start - 1])) start--;
+            arr.delete(start, i - start + 1);
+            removed += i - start + 1;
+            i = start - 1;
           }
-          let start = i;
-          while (start > 0 && this.removable(items[start - 1], plan.remove)) start--;
-          arr.delete(start, i - start + 1);
-          removed += i - start + 1;
-          i = start - 1;
         }
       });
     } finally {
@@ -397,8 +483,8 @@ export class ObjectStore {
       folded: plan.folded,
       kept: plan.kept,
       removed,
-      summaries: base.summaries.length,
-      dropped: base.dropped?.count ?? 0,
+      summaries: plan.base.summaries.length,
+      dropped: plan.base.dropped?.count ?? 0,
     });
     return { base, folded: plan.folded, kept: plan.kept, removed };
   }

@@ -6,7 +6,13 @@ import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import fc from 'fast-check';
 import { ValidationError } from '../shared/errors.ts';
 import { FieldOwnership, ownedFieldsPatch } from './field-ownership.ts';
-import { type HistoryEntry, type MaterializeContext, materialize, objectAtRevision } from './materialize.ts';
+import {
+  type HistoryEntry,
+  type MaterializeContext,
+  materialize,
+  objectAtRevision,
+  userFields,
+} from './materialize.ts';
 import type { JsonObject, JsonValue } from './merge-patch.ts';
 import { storedPodProblem } from './pod-spec.ts';
 import { type CompactionPolicy, planCompaction } from './revision-compaction.ts';
@@ -29,7 +35,7 @@ const signers: Signer[] = await Promise.all(
 );
 const [alice, bob, carol] = signers as [Signer, Signer, Signer];
 const key = 'pod/web';
-const userFields = FieldOwnership.withBuiltins().ownedBy('user');
+const userPatterns = FieldOwnership.withBuiltins().ownedBy('user');
 
 function context(): MaterializeContext {
   return {
@@ -92,7 +98,7 @@ function edit(
     app.env = { ...((app.env as JsonObject | undefined) ?? {}), [`K${pick % 3}`]: `v${pick % 9}` };
   else if (pick % 4 === 2) delete app.env;
   else s.restartPolicy = ['always', 'never'][pick % 2] as string;
-  const patch = ownedFieldsPatch(m.object, { ...m.object, spec: s }, userFields);
+  const patch = ownedFieldsPatch(m.object, { ...m.object, spec: s }, userPatterns);
   return patch === undefined ? undefined : write(ctx, view, signer, patch, 'user', `edit ${pick}`);
 }
 
@@ -116,8 +122,9 @@ function compact(
   return [...kept, base];
 }
 
+/** A history entry without what compaction itself adds (whether it was compacted, and if restorable). */
 function withoutCompacted(h: HistoryEntry) {
-  const { compacted: _c, ...rest } = h;
+  const { compacted: _c, restorable: _r, ...rest } = h;
   return rest;
 }
 
@@ -287,7 +294,7 @@ describe('revision compaction', () => {
       );
     }
     const before = materialize(key, log, ctx);
-    log = compact(ctx, log, alice, { threshold: 0, keep: 2, maxSummaries: 4 });
+    log = compact(ctx, log, alice, { threshold: 0, keep: 2, maxSummaries: 4, restorePoints: 0 });
     const m = materialize(key, log, ctx);
     assert.equal(canonicalJson(m.object), canonicalJson(before.object));
     const listed = m.history.filter((h) => h.compacted);
@@ -345,15 +352,71 @@ describe('revision compaction', () => {
       withInflated.history.find((h) => h.id === inflated.id)?.rejected ?? '',
       /lamport 1000 does not follow/,
     );
+    // Who wrote the dropped revisions stays counted: six status writes by bob's runtime, alice's create.
+    assert.deepEqual(
+      m.dropped?.by?.map((b) => [b.author.actor, b.controller, b.count]),
+      [
+        ['runtime', 'runtime', 6],
+        ['user', 'user', 1],
+      ],
+    );
     // Compaction never drops the summaries of the heads the next records build on.
     assert.ok(m.heads.every((h) => m.history.some((e) => e.id === h)));
+  });
+
+  it('keeps the newest folded user revisions restorable, exactly as they were (property)', () => {
+    const arb = fc.tuple(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 2 }), fc.nat(1000), fc.boolean(), fc.boolean()), {
+        minLength: 3,
+        maxLength: 25,
+      }),
+      fc.integer({ min: 0, max: 4 }),
+      fc.integer({ min: 0, max: 6 }),
+    );
+    fc.assert(
+      fc.property(arb, ([steps, keep, points]) => {
+        const ctx = context();
+        let entries: unknown[] = [write(ctx, [], alice, created, 'user', 'create')];
+        for (const [who, pick, status, compactNow] of steps) {
+          const signer = signers[who] as Signer;
+          const r = status
+            ? write(ctx, entries, signer, { status: { restarts: pick % 7 } }, 'runtime')
+            : edit(ctx, entries, signer, pick);
+          if (r !== undefined) entries.push(r);
+          if (!compactNow) continue;
+          const prior = [...entries];
+          const before = materialize(key, prior, ctx);
+          entries = compact(ctx, entries, signer, { threshold: 0, keep, restorePoints: points });
+          const after = materialize(key, entries, ctx);
+          const users = before.history.filter(
+            (h) => (h.kind === 'user' || h.kind === 'rollback') && h.rejected === undefined,
+          );
+          const newest = new Set(users.slice(Math.max(0, users.length - points)).map((h) => h.id));
+          for (const h of before.history) {
+            const a = after.history.find((x) => x.id === h.id);
+            if (a === undefined || h.rejected !== undefined) continue;
+            // Restorable before, and still full or among the newest `points` user revisions.
+            const keepsIt = (!h.compacted || h.restorable === true) && (!a.compacted || newest.has(h.id));
+            if (!keepsIt) continue;
+            assert.ok(!a.compacted || a.restorable === true, `${h.revision} stays restorable`);
+            const was = objectAtRevision(key, prior, ctx, h.id).object;
+            const now = objectAtRevision(key, entries, ctx, h.id).object;
+            assert.equal(canonicalJson(userOnly(now)), canonicalJson(userOnly(was)), h.revision);
+          }
+          assert.ok(after.history.filter((h) => h.restorable === true).length <= points);
+          for (const h of after.history.filter((x) => x.compacted && x.restorable !== true))
+            assert.throws(() => objectAtRevision(key, entries, ctx, h.id), /was compacted/);
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 
   it('refuses to roll back to a compacted revision, saying so', () => {
     const ctx = context();
     let log: unknown[] = [write(ctx, [], alice, created)];
     for (let i = 0; i < 6; i++) log.push(write(ctx, log, alice, { spec: { replicas: 2 + i } }));
-    log = compact(ctx, log, alice, { threshold: 0, keep: 2 });
+    log = compact(ctx, log, alice, { threshold: 0, keep: 2, restorePoints: 0 });
     assert.throws(
       () => objectAtRevision(key, log, ctx, 2),
       (e: unknown) =>
@@ -394,6 +457,11 @@ describe('revision compaction', () => {
     assert.match(m.problems.join('\n'), /belongs to pod\/other/);
   });
 });
+
+/** What a rollback restores of an object: its user-owned fields. */
+function userOnly(o: JsonObject | null): JsonObject | null {
+  return o === null ? null : userFields(o, FieldOwnership.withBuiltins());
+}
 
 /** The value at `path` inside `obj`, or undefined. */
 function at(obj: JsonValue | undefined, ...path: string[]): JsonValue | undefined {

@@ -1,12 +1,23 @@
 // Compaction: folds an object's old records into one deterministic base record so its history stays bounded.
 
-import { type HistoryEntry, type MaterializeContext, type Materialized, materialize } from './materialize.ts';
+import {
+  type HistoryEntry,
+  type MaterializeContext,
+  type Materialized,
+  materialize,
+  userFields,
+} from './materialize.ts';
+import { diffMergePatch, type JsonObject } from './merge-patch.ts';
 import {
   compareStamps,
+  type DroppedAuthor,
   type DroppedSummaries,
+  droppedAuthorKey,
+  type RestorePoint,
   type RevisionSummary,
   type Stamp,
   stampOf,
+  topDroppedAuthors,
   type UnsignedBase,
 } from './revision-records.ts';
 
@@ -21,12 +32,18 @@ export interface CompactionPolicy {
    * pod's share of the document stays bounded however long it lives.
    */
   maxSummaries?: number;
+  /**
+   * Folded user revisions (apply or rollback) that stay restorable: the base keeps their user-owned
+   * fields as small merge patches, so rolling back to one of them still works after its record is gone.
+   */
+  restorePoints?: number;
 }
 
 export const defaultCompactionPolicy: Readonly<CompactionPolicy> = Object.freeze({
   threshold: 200,
-  keep: 50,
-  maxSummaries: 500,
+  keep: 3,
+  maxSummaries: 20,
+  restorePoints: 5,
 });
 
 /** Drops summaries beyond `max`: system ones first, oldest first; returns what stays and the aggregate. */
@@ -45,6 +62,8 @@ function capSummaries(
     .sort((a, b) => Number(a.s.kind !== 'system') - Number(b.s.kind !== 'system') || a.i - b.i);
   const gone = new Set(order.slice(0, excess).map((x) => x.s.id));
   let dropped = prior;
+  const by = new Map<string, DroppedAuthor>();
+  for (const a of prior?.by ?? []) by.set(droppedAuthorKey(a), { ...a });
   for (const s of all) {
     if (!gone.has(s.id)) continue;
     const stamp: Stamp = [s.lamport, s.author.peer, s.id];
@@ -57,7 +76,13 @@ function capSummaries(
             firstAt: Math.min(dropped.firstAt, s.at),
             lastAt: Math.max(dropped.lastAt, s.at),
           };
+    const who = { author: s.author, controller: s.controller, count: 1 };
+    const k = droppedAuthorKey(who);
+    const had = by.get(k);
+    if (had === undefined) by.set(k, who);
+    else had.count++;
   }
+  if (dropped !== undefined) dropped = { ...dropped, by: topDroppedAuthors([...by.values()]) };
   return { summaries: all.filter((s) => !gone.has(s.id)), dropped };
 }
 
@@ -127,8 +152,25 @@ export function planCompaction(
     if (c.kind === 'record') return foldIds.has(c.record.id);
     return c.kind === 'base' && baseIds.has(c.base.id);
   });
-  const atCut = materialize(key, subset, ctx, { until: last.id });
+  // Restore points: the newest user revisions among those folded now and those earlier bases kept.
+  const wanted = Math.max(0, policy.restorePoints ?? defaultCompactionPolicy.restorePoints ?? 0);
+  const eligible = (h: HistoryEntry) =>
+    (h.kind === 'user' || h.kind === 'rollback') && h.rejected === undefined && h.pending !== true;
+  const candidates = m.history.filter((h) => (foldIds.has(h.id) && eligible(h)) || m.restorable.has(h.id));
+  const points = candidates.slice(Math.max(0, candidates.length - wanted)).reverse();
+  const fresh = new Set(points.filter((h) => foldIds.has(h.id)).map((h) => h.id));
+
+  const atCut = materialize(key, subset, ctx, { until: last.id, snapshots: fresh });
   if (atCut.at === undefined) return undefined;
+  const restore: RestorePoint[] = [];
+  let previous: JsonObject = userFields(atCut.at.object ?? {}, ctx.rules);
+  for (const h of points) {
+    const snapshot = fresh.has(h.id) ? atCut.snapshots?.get(h.id) : m.restoreOf(h.id);
+    if (snapshot === undefined || snapshot === null) continue;
+    const fields = fresh.has(h.id) ? userFields(snapshot, ctx.rules) : snapshot;
+    restore.push({ id: h.id, patch: diffMergePatch(previous, fields) ?? {} });
+    previous = fields;
+  }
 
   let cut: Stamp = stampOf({ lamport: last.lamport, author: last.author, id: last.id });
   if (m.cut !== undefined && compareStamps(m.cut, cut) > 0) cut = m.cut;
@@ -136,7 +178,7 @@ export function planCompaction(
     m.history.filter((h) => h.compacted || foldIds.has(h.id)).map(summaryOf),
     policy.maxSummaries ?? defaultCompactionPolicy.maxSummaries ?? 500,
     m.dropped,
-    new Set(atCut.heads),
+    new Set([...atCut.heads, ...restore.map((r) => r.id)]),
   );
   const summaries = capped.summaries;
 
@@ -150,13 +192,13 @@ export function planCompaction(
   }
   return {
     base: {
-      v: 1,
       kind: 'base',
       object: key,
       cut,
       heads: atCut.heads,
       summaries,
       ...(capped.dropped === undefined ? {} : { dropped: capped.dropped }),
+      ...(restore.length === 0 ? {} : { restore }),
       state: atCut.at.state,
     },
     remove,

@@ -1,10 +1,13 @@
 // Tests for revision records: canonical bytes, content ids, Ed25519 signatures from peer ids, labels and references.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { generateKeyPair, generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import { NotFoundError, ValidationError } from '../shared/errors.ts';
+import type { JsonValue } from './merge-patch.ts';
 import {
+  type BaseRecord,
   canonicalJson,
   createEntryChecker,
   ed25519Signer,
@@ -12,7 +15,9 @@ import {
   resolveRevision,
   revisionLabels,
   type Signer,
+  signBase,
   signRecord,
+  type UnsignedBase,
   type UnsignedRecord,
   type Verifier,
 } from './revision-records.ts';
@@ -137,4 +142,172 @@ describe('revision records', () => {
     );
     assert.throws(() => resolveRevision('pod/web', history, 'latest'), /"latest" is not a revision/);
   });
+
+  it('stores bases compactly (v2) and reads back exactly what was folded', () => {
+    const check = createEntryChecker(peerIdVerifier());
+    const base = sampleBase(alice.peer);
+    const stored = signBase(base, compactor, 9, alice);
+    const c = check(stored);
+    assert.equal(c.kind, 'base');
+    assert.equal((c as { problem?: string }).problem, undefined);
+    const { v: _v, id: _id, compactor: _c, at: _at, sig: _s, ...read } = (c as { base: BaseRecord }).base;
+    assert.deepEqual(read, base);
+    // The same content under the old JSON shape (v1) takes far more room.
+    const v1 = canonicalJson(v1Body(base)).length;
+    assert.ok(
+      canonicalJson(stored as unknown as JsonValue).length < v1 * 0.7,
+      `v2 ${canonicalJson(stored as unknown as JsonValue).length} vs v1 ${v1}`,
+    );
+    // Whoever compacts, the id depends only on the content.
+    const bob = signBase(base, { ...compactor, host: 'other' }, 10, alice);
+    assert.equal(bob.id, stored.id);
+  });
+
+  it('still reads bases written in the v1 shape', () => {
+    const base = sampleBase(alice.peer);
+    const { restore: _r, dropped: _d, ...rest } = base;
+    const old: UnsignedBase = {
+      ...rest,
+      dropped: { count: 7, upTo: [3, alice.peer, 'c'.repeat(32)], firstAt: 1, lastAt: 2 },
+    };
+    const body = v1Body(old) as Record<string, JsonValue>;
+    const id = createHash('sha256')
+      .update(`meshd/base/v1\n${canonicalJson(body)}`)
+      .digest('hex')
+      .slice(0, 32);
+    const payload = new TextEncoder().encode(
+      `meshd/base-sig/v1\n${canonicalJson({ id, compactor: { ...compactor }, at: 9 })}`,
+    );
+    const entry = {
+      ...body,
+      id,
+      compactor,
+      at: 9,
+      sig: Buffer.from(alice.sign(payload)).toString('base64url'),
+    };
+    const c = createEntryChecker(peerIdVerifier())(entry);
+    assert.equal(c.kind, 'base');
+    assert.equal((c as { problem?: string }).problem, undefined);
+    assert.deepEqual((c as { base: BaseRecord }).base.summaries, base.summaries);
+    assert.deepEqual((c as { base: BaseRecord }).base.dropped, old.dropped);
+    assert.deepEqual((c as { base: BaseRecord }).base.state, base.state);
+  });
+
+  it('refuses malformed or altered v2 bases with a reason', () => {
+    const check = createEntryChecker(peerIdVerifier());
+    const stored = signBase(sampleBase(alice.peer), compactor, 9, alice) as unknown as Record<
+      string,
+      unknown
+    >;
+    const summaries = stored.summaries as unknown[][];
+    const cases: [unknown, RegExp][] = [
+      [{ ...stored, extra: 1 }, /unknown field extra/],
+      [{ ...stored, cut: 99 }, /cut is not a stamp/],
+      [{ ...stored, who: [[9, 'h', 'a', 'user']] }, /an author is not/],
+      [
+        { ...stored, summaries: [[...(summaries[0] ?? []).slice(0, 2), 42, 0, 1]] },
+        /a summary has no author/,
+      ],
+      [{ ...stored, summaries: [['x', 1, 0, 0, 1]] }, /a summary lacks id/],
+      [{ ...stored, restore: [[42, {}]] }, /a restore point is not/],
+      [{ ...stored, state: ['v', 77, 1] }, /state is not a field tree/],
+      [{ ...stored, dropped: [1, 0, 1, 2] }, /dropped is not/],
+    ];
+    for (const [entry, reason] of cases) {
+      const c = check(entry);
+      assert.equal(c.kind, 'malformed', String(reason));
+      assert.match((c as { reason: string }).reason, reason);
+    }
+    const altered = check({ ...stored, texts: ['changed', ...(stored.texts as string[]).slice(1)] });
+    assert.match((altered as { problem?: string }).problem ?? '', /id does not match/);
+    const forged = check({ ...stored, sig: Buffer.alloc(64).toString('base64url') });
+    assert.match((forged as { problem?: string }).problem ?? '', /signature does not verify/);
+  });
 });
+
+const compactor = { peer: alice.peer, host: 'nas', actor: 'compaction' };
+
+/** A base as compaction would build it: summaries, an aggregate of dropped ones, restore points, a tree. */
+function sampleBase(peer: string): UnsignedBase {
+  const id = (n: number) => n.toString(16).padStart(32, '0');
+  const summaries = Array.from({ length: 20 }, (_, i) => ({
+    id: id(i + 10),
+    lamport: i + 10,
+    author: { peer, host: 'nas', actor: i % 3 === 0 ? 'alice' : 'runtime' },
+    controller: i % 3 === 0 ? 'user' : 'runtime',
+    kind: i % 3 === 0 ? ('user' as const) : ('system' as const),
+    at: 1767225600000 + i * 60_000 + (i === 5 ? 0.5 : 0),
+    concurrent: i === 7,
+    ...(i % 3 === 0 ? { message: `scale ${i}` } : { message: 'slot 0 running' }),
+    ...(i === 9 ? { rollbackTo: id(3), rejected: 'builds on invalid record 00000000' } : {}),
+  }));
+  return {
+    kind: 'base',
+    object: 'pod/web',
+    cut: [29, peer, id(29)],
+    heads: [id(29)],
+    summaries,
+    dropped: {
+      count: 9,
+      upTo: [9, peer, id(9)],
+      firstAt: 1,
+      lastAt: 2,
+      by: [{ author: { peer, host: 'nas', actor: 'runtime' }, controller: 'runtime', count: 9 }],
+    },
+    restore: [
+      { id: id(28), patch: {} },
+      { id: id(25), patch: { spec: { replicas: 2 } } },
+    ],
+    state: [
+      'o',
+      [1, peer, id(1)],
+      {
+        kind: ['v', [1, peer, id(1)], 'Pod'],
+        spec: [
+          'o',
+          [1, peer, id(1)],
+          { replicas: ['v', [25, peer, id(25)], 3] },
+          [0, '', ''],
+          [25, peer, id(25)],
+        ],
+        status: ['d', [20, peer, id(20)]],
+      },
+      [0, '', ''],
+      [25, peer, id(25)],
+    ],
+  };
+}
+
+/** The v1 JSON body of a base (full summaries, stamps inline), as bases were stored before v2. */
+function v1Body(b: UnsignedBase): JsonValue {
+  return {
+    v: 1,
+    kind: 'base',
+    object: b.object,
+    cut: [...b.cut],
+    heads: b.heads,
+    summaries: b.summaries.map((s) => ({
+      id: s.id,
+      lamport: s.lamport,
+      author: { ...s.author },
+      controller: s.controller,
+      kind: s.kind,
+      at: s.at,
+      concurrent: s.concurrent,
+      ...(s.message === undefined ? {} : { message: s.message }),
+      ...(s.rollbackTo === undefined ? {} : { rollbackTo: s.rollbackTo }),
+      ...(s.rejected === undefined ? {} : { rejected: s.rejected }),
+    })),
+    state: b.state as unknown as JsonValue,
+    ...(b.dropped === undefined
+      ? {}
+      : {
+          dropped: {
+            count: b.dropped.count,
+            upTo: [...b.dropped.upTo],
+            firstAt: b.dropped.firstAt,
+            lastAt: b.dropped.lastAt,
+          },
+        }),
+  };
+}
