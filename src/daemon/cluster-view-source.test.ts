@@ -174,4 +174,24 @@ test('read(): a stored pod that cannot be read is skipped with the reason, the r
   );
   assert.match(skipped[0]?.reason ?? '', /stored pod bad is invalid/);
   assert.equal(view.deadAfterMs, 1000);
+  // Read again with the same materialized objects: the same views and the same reasons, without parsing.
+  const again = source.read();
+  assert.equal(again.view.pods[0], view.pods[0], 'an unchanged pod is not parsed again');
+  assert.deepEqual(again.skipped, skipped);
+});
+
+test('read(): a pod whose records changed (a new materialized object) is read afresh', () => {
+  const cluster = new ClusterDoc(new Y.Doc());
+  let current = { key: 'pod/two', object: toStoredPod(two) };
+  const source = new ClusterViewSource({
+    cluster,
+    pods: { list: () => [current] as unknown as Materialized[] },
+    leases: { all: () => [] },
+    presence: { lastSeen: () => new Map() },
+    presenceSince: 0,
+  });
+  assert.equal(source.read().view.pods[0]?.replicas, two.spec.replicas);
+  const edited = { ...two, spec: { ...two.spec, replicas: two.spec.replicas + 2 } };
+  current = { key: 'pod/two', object: toStoredPod(edited) };
+  assert.equal(source.read().view.pods[0]?.replicas, two.spec.replicas + 2);
 });

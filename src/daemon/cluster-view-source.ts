@@ -104,6 +104,11 @@ export function podInfoOf(pod: Pod): PodInfo {
 /** Builds the scheduler's ClusterView from the document and presence, on demand (nothing is cached here). */
 export class ClusterViewSource {
   private readonly deps: ClusterViewSourceDeps;
+  /**
+   * The scheduler's view of each pod by materialized object: the ObjectStore shares one object until the
+   * pod's records change, so an unchanged pod is not parsed and validated again at every decision.
+   */
+  private readonly podViews = new WeakMap<Materialized, { info: PodInfo } | { error: string }>();
 
   constructor(deps: ClusterViewSourceDeps) {
     this.deps = deps;
@@ -136,11 +141,17 @@ export class ClusterViewSource {
       // Deleted pods are not listed; materialize only yields valid objects, but a schema change between
       // versions could still make one unreadable here: skip it rather than schedule a guess.
       if (m.object === null) continue;
-      try {
-        podInfos.push(podInfoOf(podFromStored(m.object)));
-      } catch (err) {
-        skipped.push({ key: m.key, reason: err instanceof Error ? err.message : String(err) });
+      let v = this.podViews.get(m);
+      if (v === undefined) {
+        try {
+          v = { info: podInfoOf(podFromStored(m.object)) };
+        } catch (err) {
+          v = { error: err instanceof Error ? err.message : String(err) };
+        }
+        this.podViews.set(m, v);
       }
+      if ('info' in v) podInfos.push(v.info);
+      else skipped.push({ key: m.key, reason: v.error });
     }
     const view: ClusterView = {
       nodes,

@@ -7,8 +7,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DataDir } from '../../src/daemon/data-dir.ts';
+import { DataDir, processStartTime } from '../../src/daemon/data-dir.ts';
 import { killSupervisorsUnder } from './pod-world.ts';
+import { waitFor } from './wait-for.ts';
 
 export const meshdBin = fileURLToPath(new URL('../../bin/meshd.js', import.meta.url));
 export const loopback = ['--listen', '/ip4/127.0.0.1/tcp/0'];
@@ -44,12 +45,20 @@ export interface RunOptions {
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
   input?: string;
+  /**
+   * Run inside this network namespace (`/run/netns/NAME`, made by the test), through `nsenter --net`: only
+   * the network changes (mounts and cgroups stay the host's). A daemon started detached stays in it.
+   */
+  netns?: string;
 }
 
 /** Runs `meshd ARGS` to completion (bounded by timeoutMs; the process is killed past it). */
 export function runMeshd(args: string[], opts: RunOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [meshdBin, ...args], {
+    const argv = [process.execPath, meshdBin, ...args];
+    if (opts.netns !== undefined) argv.unshift('nsenter', `--net=/run/netns/${opts.netns}`, '--');
+    const [command = process.execPath, ...rest] = argv;
+    const child = spawn(command, rest, {
       env: { ...process.env, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -136,15 +145,35 @@ export class MeshFixture {
     return pid;
   }
 
+  /**
+   * A node's machine dies: its daemon is killed with SIGKILL and so is every pod it started (their
+   * supervisors outlive a daemon by design). Returns the daemon's pid.
+   */
+  async crash(name: string): Promise<number> {
+    const pid = this.killDaemon(name, 'SIGKILL');
+    await killSupervisorsUnder(this.dataDir(name));
+    return pid;
+  }
+
   async cleanup(): Promise<void> {
+    const killed: number[] = [];
     for (const dir of this.dirs) {
       // runningPid() checks the recorded start time, so a recycled pid is never killed by mistake.
       const pid = new DataDir(dir).runningPid();
-      if (pid !== undefined) process.kill(pid, 'SIGKILL');
+      if (pid !== undefined) {
+        process.kill(pid, 'SIGKILL');
+        killed.push(pid);
+      }
     }
+    // A daemon dies a moment after the signal: wait, so that none starts a pod or writes a file meanwhile.
+    // (processStartTime is undefined for a zombie too: a dead daemon nobody has reaped yet counts as gone.)
+    await waitFor(() => killed.every((pid) => processStartTime(pid) === undefined), {
+      timeoutMs: 10_000,
+      what: 'the daemons to die',
+    });
     // Pods outlive their daemon by design: kill every supervisor (and so its container) the nodes started.
     await killSupervisorsUnder(this.root);
-    await rm(this.root, { recursive: true, force: true });
+    await rm(this.root, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   }
 }
 
