@@ -16,6 +16,7 @@ import type {
   PodDescription,
   PodDiff,
   PodEntry,
+  RemoveNodeResult,
   RevisionView,
   StatsView,
   StatusView,
@@ -166,6 +167,9 @@ export class ApiClient {
   }
   nodeAction(name: string, action: NodeAction): Promise<NodeEntry> {
     return this.call('POST', `/v1/nodes/${encodeURIComponent(name)}/${action}`, {});
+  }
+  removeNode(name: string): Promise<RemoveNodeResult> {
+    return this.call('POST', `/v1/nodes/${encodeURIComponent(name)}/remove`, {});
   }
   async shutdown(): Promise<void> {
     await this.call('POST', '/v1/shutdown', {});

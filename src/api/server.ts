@@ -20,6 +20,7 @@ import type {
   PodDescription,
   PodDiff,
   PodEntry,
+  RemoveNodeResult,
   RevisionView,
   StatsView,
   StatusView,
@@ -34,6 +35,7 @@ export interface ApiHandlers {
   nodes(): NodeEntry[];
   labelNode(name: string, req: LabelRequest): NodeEntry;
   nodeAction(name: string, action: NodeAction): NodeEntry;
+  removeNode(name: string): Promise<RemoveNodeResult>;
   token(): string;
   stats(): StatsView;
   dashboard(): DashboardView;
@@ -160,6 +162,9 @@ export class ApiServer {
     if (action?.[1] !== undefined && action[2] !== undefined) {
       return this.send(res, 200, h.nodeAction(decodeURIComponent(action[1]), action[2] as NodeAction));
     }
+    const remove = /^POST \/v1\/nodes\/([^/]+)\/remove$/.exec(route);
+    if (remove?.[1] !== undefined)
+      return this.send(res, 200, await h.removeNode(decodeURIComponent(remove[1])));
     const label = /^POST \/v1\/nodes\/([^/]+)\/labels$/.exec(route);
     if (label?.[1] !== undefined) {
       const body = await readJson(req);

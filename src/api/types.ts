@@ -13,6 +13,30 @@ export interface StatusView {
   ready: boolean;
   /** Set while the node has never reached a peer after `meshd join`. */
   joining: boolean;
+  /** Epoch of the mesh key this node uses; `meshd node remove` rotates to the next one. */
+  keyEpoch: number;
+  /** Why this node cannot reach the mesh, when it knows: its key is stale, or it was removed. */
+  keyProblem?: KeyProblem;
+}
+
+export interface KeyProblem {
+  code: 'E_MESH_KEY_STALE' | 'E_NODE_REMOVED';
+  message: string;
+  hint: string;
+  /** When it was last seen (ISO 8601). */
+  at: string;
+}
+
+/** What `meshd node remove` did. */
+export interface RemoveNodeResult {
+  node: string;
+  peerId: string;
+  /** The epoch of the new mesh key. */
+  keyEpoch: number;
+  /** Members that received the new key from this node directly (they pass it on). */
+  sentTo: string[];
+  /** Members not connected to this node now: they get the key from a neighbour, or rejoin with a fresh token. */
+  notReached: string[];
 }
 
 export interface PeerEntry {

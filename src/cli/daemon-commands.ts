@@ -3,7 +3,7 @@
 import { ApiClient } from '../api/client.ts';
 import { DataDir } from '../daemon/data-dir.ts';
 import { initMesh, joinMesh } from '../daemon/mesh-setup.ts';
-import { DaemonError } from '../shared/errors.ts';
+import { DaemonError, TokenError } from '../shared/errors.ts';
 import {
   boolFlag,
   expectPositionals,
@@ -78,6 +78,12 @@ const join: Command = {
     const [token] = expectPositionals('join', p, ['TOKEN']);
     const dir = new DataDir(p.dataDir);
     const rememberDashboardPort = dashboardPortFlag(p);
+    const running = dir.runningPid();
+    if (running !== undefined) {
+      throw new DaemonError('E_ALREADY_RUNNING', `meshd is already running on ${dir.path} (pid ${running})`, {
+        hint: 'Stop it first with `meshd down`, then run `meshd join` again (a rejoin keeps identity and pods).',
+      });
+    }
     const config = await joinMesh(dir, token ?? '', {
       nodeName: stringFlag(p, 'node-name'),
       listen: listFlag(p, 'listen'),
@@ -90,6 +96,12 @@ const join: Command = {
       waitingFor: `a peer of mesh "${config.meshName}" (tried ${config.bootstrap.length} address(es) from the token)`,
       timeoutHint:
         'Check that a member is running (`meshd status` there) and reachable from here, or get a fresh token with `meshd token` on a member.',
+      failFast: (s) =>
+        s.keyProblem?.code === 'E_MESH_KEY_STALE'
+          ? new TokenError('E_TOKEN_STALE', `the join token is stale: ${s.keyProblem.message}`, {
+              hint: 'Run `meshd token` on a current member and join again with that token (the same command, same data dir).',
+            })
+          : undefined,
     });
     ctx.out(
       `joined mesh "${status.mesh.name}" as node "${status.name}" (pid ${status.pid}); ${status.connectedPeers} peer(s) connected.`,
@@ -203,6 +215,10 @@ const status: Command = {
           ['version', s.version],
           ['state', s.joining ? 'joining' : 'ready'],
           ['peers', String(s.connectedPeers)],
+          ['key epoch', String(s.keyEpoch)],
+          ...(s.keyProblem === undefined
+            ? []
+            : [['problem', `${s.keyProblem.message}\n${s.keyProblem.hint}`]]),
           ['addrs', s.addrs.join('\n')],
         ].flatMap(([k, v]) => (v ?? '').split('\n').map((line, i) => [i === 0 ? (k ?? '') : '', line])),
       ),

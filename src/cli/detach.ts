@@ -16,6 +16,8 @@ export interface DetachOptions {
   /** Said in the timeout error. */
   waitingFor: string;
   timeoutHint: string;
+  /** An error that ends the wait at once (the daemon is stopped): for `join`, a stale token. */
+  failFast?: (status: StatusView) => Error | undefined;
 }
 
 /** Spawns `meshd up` detached (logs to meshd.log) and resolves with its status once `until` holds. */
@@ -50,6 +52,11 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
     try {
       last = await client.status();
       if (opts.until(last)) return last;
+      const fatal = opts.failFast?.(last);
+      if (fatal !== undefined) {
+        stopChild(child.pid);
+        throw fatal;
+      }
     } catch (err) {
       if (!isMeshdError(err) || err.code !== 'E_NOT_RUNNING') throw err;
     }
@@ -57,11 +64,7 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
   }
   if (exited !== undefined) throw daemonDiedError(dir, logStart, exited);
   // Do not leave a half-started daemon behind a failed command.
-  try {
-    process.kill(child.pid ?? -1, 'SIGTERM');
-  } catch {
-    // already gone
-  }
+  stopChild(child.pid);
   throw new DaemonError(
     'E_START_TIMEOUT',
     `gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${opts.waitingFor}`,
@@ -69,6 +72,14 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
       hint: `${opts.timeoutHint} The daemon log is ${dir.logFile}.`,
     },
   );
+}
+
+function stopChild(pid: number | undefined): void {
+  try {
+    process.kill(pid ?? -1, 'SIGTERM');
+  } catch {
+    // already gone
+  }
 }
 
 /** The fatal error the daemon wrote to its log before dying, or a generic one pointing at the log. */

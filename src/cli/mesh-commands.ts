@@ -184,6 +184,32 @@ const nodeActions: Command[] = (Object.keys(nodeActionSummaries) as (keyof typeo
   }),
 );
 
+const nodeRemove: Command = {
+  words: ['node', 'remove'],
+  usage: 'node remove NAME',
+  summary:
+    'remove a machine for good: peers refuse it, and the mesh key is rotated so its token stops working',
+  async run(argv, ctx) {
+    const p = parseCommand('node remove', argv, {});
+    const [name] = expectPositionals('node remove', p, ['NAME']);
+    const r = await client(p).removeNode(name ?? '');
+    emit(ctx, p.output, r, () =>
+      [
+        `node "${r.node}" removed (peer ${r.peerId}); every member refuses it from now on.`,
+        `mesh key rotated to epoch ${r.keyEpoch}; sent to ${r.sentTo.length === 0 ? 'no peer (none connected)' : r.sentTo.join(', ')}.`,
+        ...(r.notReached.length === 0
+          ? []
+          : [
+              `not connected here: ${r.notReached.join(', ')}. They get the key from any member that has it; one that`,
+              'stays offline until every member switched must rejoin: `meshd token` here, then `meshd join TOKEN` there.',
+            ]),
+        'Join tokens printed before now are stale; `meshd token` prints a current one.',
+      ].join('\n'),
+    );
+    return 0;
+  },
+};
+
 function nodeFlags(n: NodeEntry): string[] {
   return [
     n.cordoned && !n.draining ? 'cordoned' : '',
@@ -192,4 +218,4 @@ function nodeFlags(n: NodeEntry): string[] {
   ].filter((f) => f !== '');
 }
 
-export const meshCommands: Command[] = [peers, getNodes, labelNode, ...nodeActions];
+export const meshCommands: Command[] = [peers, getNodes, labelNode, ...nodeActions, nodeRemove];

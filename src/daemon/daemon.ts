@@ -7,20 +7,24 @@ import { DashboardServer } from '../api/dashboard-server.ts';
 import type { ApiHandlers } from '../api/server.ts';
 import { ApiServer } from '../api/server.ts';
 import type {
+  KeyProblem,
   LabelRequest,
   LogsQuery,
   MeshEvent,
   NodeAction,
   NodeEntry,
   PeerEntry,
+  RemoveNodeResult,
   StatsView,
   StatusView,
   WhyView,
 } from '../api/types.ts';
 import { loadPluginSteps } from '../lifecycle/plugin-steps.ts';
 import { encodeJoinToken } from '../mesh/join-token.ts';
+import type { MeshKey } from '../mesh/mesh-key.ts';
 import { type MeshNode, MeshNode as MeshNodeImpl, type MeshTuning } from '../mesh/mesh-node.ts';
 import type { PeerQuestion } from '../mesh/peer-query.ts';
+import { type EpochMismatch, epochMismatchError } from '../mesh/pnet-protector.ts';
 import type { RuntimeDriver } from '../runtime/driver.ts';
 import { MockDriver } from '../runtime/mock/mock-driver.ts';
 import { createProcessDriver } from '../runtime/process/process-driver.ts';
@@ -62,7 +66,9 @@ export class Daemon {
   private readonly doc: Y.Doc;
   private readonly cluster: ClusterDoc;
   private readonly store: DocStore;
-  private readonly psk: Uint8Array;
+  private key: MeshKey;
+  /** The latest handshake refused for a key epoch mismatch, or this node's removal, for `meshd status`. */
+  private keyProblem: KeyProblem | undefined;
   private mesh: MeshNode | undefined;
   private objects: ObjectStore | undefined;
   private pods: PodService | undefined;
@@ -72,16 +78,18 @@ export class Daemon {
   private dashboard: DashboardServer | undefined;
   private releaseLock: (() => void) | undefined;
   private joining: boolean;
+  private lastMismatch = '';
+  private lastMismatchLoggedAt = 0;
   private stopping: Promise<void> | undefined;
   private resolveStopped: () => void = () => {};
   private readonly cleanups: Array<() => void> = [];
 
-  private constructor(opts: DaemonOptions, config: NodeConfig, store: DocStore, doc: Y.Doc, psk: Uint8Array) {
+  private constructor(opts: DaemonOptions, config: NodeConfig, store: DocStore, doc: Y.Doc, key: MeshKey) {
     this.opts = opts;
     this.config = config;
     this.store = store;
     this.doc = doc;
-    this.psk = psk;
+    this.key = key;
     this.cluster = new ClusterDoc(doc);
     this.logger = opts.logger.child({ node: config.nodeName });
     this.joining = false;
@@ -96,7 +104,7 @@ export class Daemon {
     const config = dir.readConfig();
     dir.ensure();
     const privateKey = dir.readIdentity();
-    const psk = dir.readPsk();
+    const key = dir.readMeshKey();
     const releaseLock = dir.acquireLock();
     let daemon: Daemon | undefined;
     try {
@@ -104,7 +112,7 @@ export class Daemon {
       const doc = new Y.Doc();
       const loaded = store.load(doc);
       store.attach(doc);
-      daemon = new Daemon(opts, config, store, doc, psk);
+      daemon = new Daemon(opts, config, store, doc, key);
       daemon.releaseLock = releaseLock;
       daemon.logger.info('document loaded', { ...loaded });
       await daemon.startParts(privateKey);
@@ -129,7 +137,13 @@ export class Daemon {
 
     this.mesh = await MeshNodeImpl.create({
       privateKey,
-      psk: this.psk,
+      key: this.key,
+      persistKey: (key) => this.persistKey(key),
+      isRemoved: (id) => cluster.isRemoved(id),
+      onEpochMismatch: (m) => this.onEpochMismatch(m),
+      onRemoved: (rotation) => {
+        this.keyProblem = removedProblem(`peer ${rotation.origin}`, this.opts.clock.now());
+      },
       meshId: config.meshId,
       nodeName: config.nodeName,
       listen: config.listen,
@@ -145,6 +159,17 @@ export class Daemon {
       ...(this.opts.tuning === undefined ? {} : { tuning: this.opts.tuning }),
     });
     const mesh = this.mesh;
+    // A removal learned from the document (made elsewhere, or while this node was away) closes the removed
+    // peer's connections here too; the gater refuses it from then on.
+    const refuseRemoved = () => {
+      const removed = cluster.removedPeerIds();
+      if (removed.length === 0) return;
+      if (removed.includes(mesh.peerId) && this.keyProblem?.code !== 'E_NODE_REMOVED')
+        this.keyProblem = removedProblem('another member', this.opts.clock.now());
+      void mesh.refuse(removed);
+    };
+    refuseRemoved();
+    this.cleanups.push(cluster.onChange(refuseRemoved));
 
     if (this.joining) {
       // Our node record is written only after the first sync, so a name clash is seen before it happens.
@@ -288,6 +313,7 @@ export class Daemon {
       nodes: () => this.nodes(),
       labelNode: (name, req) => this.labelNode(name, req),
       nodeAction: (name, action) => this.nodeAction(name, action),
+      removeNode: (name) => this.removeNode(name),
       token: () => this.token(),
       stats: () => this.stats(),
       dashboard: () => DashboardServer.infoOf(this.dashboard, this.opts.dataDir.path),
@@ -324,6 +350,8 @@ export class Daemon {
       connectedPeers: mesh.connectedCount(),
       ready: !this.joining,
       joining: this.joining,
+      keyEpoch: mesh.currentKey().epoch,
+      ...(this.keyProblem === undefined ? {} : { keyProblem: this.keyProblem }),
     };
   }
 
@@ -406,6 +434,69 @@ export class Daemon {
     return entry;
   }
 
+  /** Keeps a rotated key (key and epoch in one atomic write) before the mesh switches to it. */
+  private persistKey(key: MeshKey): void {
+    this.opts.dataDir.writeMeshKey(key);
+    this.key = key;
+    if (this.keyProblem?.code === 'E_MESH_KEY_STALE') this.keyProblem = undefined;
+    this.logger.info('mesh key stored', { epoch: key.epoch });
+  }
+
+  /** Remembers this node's own staleness for `status`; logs each kind of mismatch once a minute at most. */
+  private onEpochMismatch(m: EpochMismatch): void {
+    const err = epochMismatchError(m);
+    const now = this.opts.clock.now();
+    const seen = `${err.code} ${m.localEpoch} ${m.remoteEpoch}`;
+    if (seen !== this.lastMismatch || now - this.lastMismatchLoggedAt > 60_000) {
+      this.lastMismatch = seen;
+      this.lastMismatchLoggedAt = now;
+      this.logger.warn('peer refused: mesh key epochs differ', {
+        code: err.code,
+        localEpoch: m.localEpoch,
+        remoteEpoch: m.remoteEpoch,
+        addr: m.remoteAddr,
+      });
+    }
+    // a stale remote is that peer's problem; this node's own staleness is what status must show
+    if (err.code !== 'E_MESH_KEY_STALE' || this.keyProblem?.code === 'E_NODE_REMOVED') return;
+    this.keyProblem = {
+      code: err.code,
+      message: err.message,
+      hint: err.hint ?? '',
+      at: new Date(now).toISOString(),
+    };
+  }
+
+  /**
+   * `meshd node remove`: the node is forgotten and listed as removed in the document, and the mesh key is
+   * rotated and sent to every connected member, so the removed machine can neither connect by peer id nor
+   * with the key it holds.
+   */
+  private async removeNode(name: string): Promise<RemoveNodeResult> {
+    const mesh = this.requireMesh();
+    if (name === this.config.nodeName) {
+      throw new MeshdError('E_REMOVE_SELF', 'a node cannot remove itself', {
+        hint: 'Run `meshd node remove` on another member, about this node.',
+      });
+    }
+    const removed = this.cluster.removeNode(name, this.opts.clock.now(), mesh.peerId);
+    this.store.assertDurable();
+    this.claims?.poke();
+    const { key, sentTo } = await mesh.rotateKey([removed.peerId]);
+    const names = new Map(this.cluster.nodes().nodes.map((n) => [n.peerId, n.name]));
+    const reached = new Set(sentTo);
+    const others = this.cluster
+      .nodes()
+      .nodes.filter((n) => n.peerId !== mesh.peerId && !this.cluster.isRemoved(n.peerId));
+    return {
+      node: name,
+      peerId: removed.peerId,
+      keyEpoch: key.epoch,
+      sentTo: sentTo.map((id) => names.get(id) ?? id),
+      notReached: others.filter((n) => !reached.has(n.peerId)).map((n) => n.name),
+    };
+  }
+
   token(): string {
     const mesh = this.requireMesh();
     const others = this.nodes()
@@ -415,8 +506,8 @@ export class Daemon {
     return encodeJoinToken({
       meshId: this.config.meshId,
       meshName: this.config.meshName,
-      psk: this.psk,
-      keyEpoch: this.config.keyEpoch,
+      psk: mesh.currentKey().psk,
+      keyEpoch: mesh.currentKey().epoch,
       bootstrap: [...mesh.addrs(), ...others],
     });
   }
@@ -609,4 +700,14 @@ export class Daemon {
 
 function withPeerId(addr: string, peerId: string): string {
   return addr.includes('/p2p/') ? addr : `${addr}/p2p/${peerId}`;
+}
+
+/** What `status` says once this node learned it was removed from the mesh. */
+function removedProblem(by: string, now: number): KeyProblem {
+  return {
+    code: 'E_NODE_REMOVED',
+    message: `this node was removed from the mesh by ${by} (\`meshd node remove\`)`,
+    hint: 'A removed machine comes back only as a new node: a fresh data dir and `meshd join` with a current token.',
+    at: new Date(now).toISOString(),
+  };
 }

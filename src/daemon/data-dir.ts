@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
+import type { MeshKey } from '../mesh/mesh-key.ts';
 import { DataDirError } from '../shared/errors.ts';
 
 /** What `meshd.json` holds: the node's settings and the mesh it belongs to. Secrets live in their own 0600 files. */
@@ -17,6 +18,7 @@ export interface NodeConfig {
   listen: string[];
   /** Bootstrap multiaddrs from the token this node joined with (empty for the founding node). */
   bootstrap: string[];
+  /** Epoch of the key this node joined with; after a rotation the key file (`mesh.psk`) has the current one. */
   keyEpoch: number;
   createdAt: string;
   /**
@@ -135,18 +137,28 @@ export class DataDir {
     }
   }
 
-  writePsk(psk: Uint8Array): void {
-    this.writeFileAtomic(this.pskFile, psk, 0o600);
+  /**
+   * Stores the mesh key and its epoch in one atomic write (`mesh.psk`: the 32 key bytes, then the epoch as
+   * 4 big-endian bytes), so a crash during a rotation leaves either the old key or the new one, never a mix.
+   */
+  writeMeshKey(key: MeshKey): void {
+    if (key.psk.byteLength !== 32) throw new Error('mesh key must be 32 bytes');
+    const bytes = new Uint8Array(36);
+    bytes.set(key.psk, 0);
+    new DataView(bytes.buffer).setUint32(32, key.epoch);
+    this.writeFileAtomic(this.pskFile, bytes, 0o600);
   }
 
-  readPsk(): Uint8Array {
+  /** The stored mesh key; a 32-byte file (written before key rotation existed) takes its epoch from meshd.json. */
+  readMeshKey(): MeshKey {
     try {
-      const psk = new Uint8Array(fs.readFileSync(this.pskFile));
-      if (psk.byteLength !== 32) throw new Error(`expected 32 bytes, found ${psk.byteLength}`);
-      return psk;
+      const bytes = new Uint8Array(fs.readFileSync(this.pskFile));
+      if (bytes.byteLength === 32) return { psk: bytes, epoch: this.readConfig().keyEpoch };
+      if (bytes.byteLength !== 36) throw new Error(`expected 36 bytes, found ${bytes.byteLength}`);
+      return { psk: bytes.slice(0, 32), epoch: new DataView(bytes.buffer).getUint32(32) };
     } catch (err) {
       throw new DataDirError('E_PSK', `cannot read the mesh key ${this.pskFile}`, {
-        hint: 'Restore it from a backup, or join the mesh again with a fresh token.',
+        hint: 'Restore it from a backup, or join the mesh again with a fresh token (`meshd token` on a member).',
         cause: err,
       });
     }

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { decodeJoinToken, type JoinToken } from '../mesh/join-token.ts';
-import { DataDirError, ValidationError } from '../shared/errors.ts';
+import { DataDirError, TokenError, ValidationError } from '../shared/errors.ts';
 import { validateNodeName } from '../state/cluster-doc.ts';
 import { type DataDir, defaultListen, type NodeConfig } from './data-dir.ts';
 
@@ -43,7 +43,7 @@ export async function initMesh(
   validateNodeName(nodeName);
   dir.ensure();
   await dir.createIdentity();
-  dir.writePsk(new Uint8Array(randomBytes(32)));
+  dir.writeMeshKey({ psk: new Uint8Array(randomBytes(32)), epoch: 0 });
   const config: NodeConfig = {
     format: 1,
     meshId: `m${randomBytes(6).toString('hex')}`,
@@ -60,7 +60,8 @@ export async function initMesh(
 
 /**
  * Validates the token BEFORE anything touches the disk, then records the mesh in the data dir.
- * Re-joining the same mesh from the same dir is allowed (it refreshes the bootstrap list).
+ * Re-joining the same mesh from the same dir is allowed: it refreshes the bootstrap list and, when the token
+ * is newer, the mesh key (the way back for a member that missed a key rotation).
  */
 export async function joinMesh(dir: DataDir, tokenText: string, opts: SetupOptions): Promise<NodeConfig> {
   const token: JoinToken = decodeJoinToken(tokenText);
@@ -74,9 +75,21 @@ export async function joinMesh(dir: DataDir, tokenText: string, opts: SetupOptio
         { hint: 'Pick another --data-dir to join a second mesh, or run `meshd up` to use the existing one.' },
       );
     }
+    // A member that missed a key rotation (offline while a machine was removed) comes back this way: a
+    // fresh token carries the current key; its identity, document and pods stay as they are.
+    const held = dir.readMeshKey();
+    if (token.keyEpoch < held.epoch) {
+      throw new TokenError(
+        'E_TOKEN_STALE',
+        `the join token is stale: it carries mesh key epoch ${token.keyEpoch}, and this node already holds epoch ${held.epoch}`,
+        { hint: 'Run `meshd token` on a current member for a fresh token, or just `meshd up` here.' },
+      );
+    }
+    if (token.keyEpoch > held.epoch) dir.writeMeshKey({ psk: token.psk, epoch: token.keyEpoch });
     const updated: NodeConfig = {
       ...existing,
       bootstrap: token.bootstrap,
+      keyEpoch: Math.max(existing.keyEpoch, token.keyEpoch),
       ...(opts.listen ? { listen: opts.listen } : {}),
     };
     dir.writeConfig(updated);
@@ -86,7 +99,7 @@ export async function joinMesh(dir: DataDir, tokenText: string, opts: SetupOptio
   validateNodeName(nodeName);
   dir.ensure();
   await dir.createIdentity();
-  dir.writePsk(token.psk);
+  dir.writeMeshKey({ psk: token.psk, epoch: token.keyEpoch });
   const config: NodeConfig = {
     format: 1,
     meshId: token.meshId,

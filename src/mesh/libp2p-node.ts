@@ -7,7 +7,8 @@ import { type Identify, identify } from '@libp2p/identify';
 import type { Libp2p, PrivateKey } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p } from 'libp2p';
-import { keyConfirmingPnet } from './pnet-protector.ts';
+import type { MeshKeyring } from './mesh-key.ts';
+import { type EpochMismatch, keyConfirmingPnet } from './pnet-protector.ts';
 
 export interface MeshServices extends Record<string, unknown> {
   identify: Identify;
@@ -18,8 +19,12 @@ export type MeshLibp2p = Libp2p<MeshServices>;
 
 export interface MeshLibp2pOptions {
   privateKey: PrivateKey;
-  /** The raw 32-byte mesh key. */
-  psk: Uint8Array;
+  /** The mesh key for each new connection (read at every handshake). */
+  keyring: MeshKeyring;
+  /** Told when a handshake fails because the two ends' key epochs differ. */
+  onEpochMismatch?: (mismatch: EpochMismatch) => void;
+  /** Peers refused at connection time, both ways (machines removed with `meshd node remove`). */
+  isDenied?: (peerId: string) => boolean;
   listen: string[];
   dialTimeoutMs: number;
   /** Gossip topics this node takes part in; subscriptions to anything else are ignored. */
@@ -39,12 +44,22 @@ export interface MeshLibp2pOptions {
  */
 export async function createMeshLibp2p(opts: MeshLibp2pOptions): Promise<MeshLibp2p> {
   const { messageId } = opts;
+  const isDenied = (peerId: string): boolean => opts.isDenied?.(peerId) ?? false;
   return createLibp2p<MeshServices>({
     start: false,
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen },
     transports: [tcp()],
-    connectionProtector: keyConfirmingPnet({ psk: opts.psk, timeoutMs: opts.dialTimeoutMs }),
+    connectionProtector: keyConfirmingPnet({
+      keyring: opts.keyring,
+      timeoutMs: opts.dialTimeoutMs,
+      ...(opts.onEpochMismatch === undefined ? {} : { onEpochMismatch: opts.onEpochMismatch }),
+    }),
+    connectionGater: {
+      denyDialPeer: (peer) => isDenied(peer.toString()),
+      denyInboundEncryptedConnection: (peer) => isDenied(peer.toString()),
+      denyOutboundEncryptedConnection: (peer) => isDenied(peer.toString()),
+    },
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: {

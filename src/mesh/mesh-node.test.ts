@@ -11,6 +11,7 @@ import { waitFor } from '../../test/support/wait-for.ts';
 import { MeshdError } from '../shared/errors.ts';
 import { encodeSyncFrame } from './doc-sync.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
+import { MeshKeyring } from './mesh-key.ts';
 import { remoteOrigin } from './mesh-node.ts';
 import { meshProtocols } from './mesh-protocols.ts';
 import { encodePresence } from './presence.ts';
@@ -23,7 +24,7 @@ const names = meshProtocols(meshId);
 async function rawPeer(psk: Uint8Array): Promise<MeshLibp2p> {
   const node = await createMeshLibp2p({
     privateKey: await generateKeyPair('Ed25519'),
-    psk,
+    keyring: new MeshKeyring({ psk, epoch: 0 }),
     listen: ['/ip4/127.0.0.1/tcp/0'],
     dialTimeoutMs: 5000,
     topics: [names.docTopic],

@@ -1,9 +1,10 @@
 // One peer of the mesh: a libp2p node that keeps the cluster Y.Doc replicated with every peer and tracks presence.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type SubscriptionChangeData, TopicValidatorResult } from '@libp2p/gossipsub';
 import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
+import { lpStream } from '@libp2p/utils';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import * as Y from 'yjs';
 import type { Clock } from '../shared/clock.ts';
@@ -17,10 +18,13 @@ import {
   encodeDocGossip,
   originTagBytes,
 } from './doc-update.ts';
+import { decodeKeyRotation, encodeKeyRotation, type KeyRotation, maxRotationBytes } from './key-rotation.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
+import { compareKeys, type MeshKey, MeshKeyring } from './mesh-key.ts';
 import { fullPeerAddr, type MeshProtocols, meshProtocols, peerIdOfAddr } from './mesh-protocols.ts';
 import { answerPeer, askPeer, type PeerQuestion, type QuestionHandler } from './peer-query.ts';
 import { PeerRedialer, type RedialTarget } from './peer-redial.ts';
+import type { EpochMismatch } from './pnet-protector.ts';
 import { peerTag } from './presence-frame.ts';
 import { PresenceLinks } from './presence-links.ts';
 
@@ -76,8 +80,19 @@ export const defaultMeshTuning: Readonly<MeshTuning> = Object.freeze({
 export interface MeshNodeOptions {
   /** Ed25519 identity key, persisted by the daemon; the peer id derives from it. */
   privateKey: PrivateKey;
-  /** The 32 random bytes of the mesh pre-shared key. */
-  psk: Uint8Array;
+  /** The mesh pre-shared key and its epoch, as stored in the data dir. */
+  key: MeshKey;
+  /**
+   * Stores a rotated key durably; called before this node switches to it (and before it passes the key on),
+   * so a crash never leaves the node on a key it has not kept.
+   */
+  persistKey?: (key: MeshKey) => Promise<void> | void;
+  /** Peers removed from the mesh according to the document: refused at connection time, never redialled. */
+  isRemoved?: (peerId: string) => boolean;
+  /** Told when a handshake fails because the two ends hold keys of different epochs. */
+  onEpochMismatch?: (mismatch: EpochMismatch) => void;
+  /** Told when a rotation names this node as removed (it keeps the old key and stays out). */
+  onRemoved?: (rotation: KeyRotation) => void;
   /** Short id of the mesh; part of every topic and protocol name. */
   meshId: string;
   nodeName: string;
@@ -158,6 +173,9 @@ export class MeshNode {
   readonly events: EventTarget = new EventTarget();
 
   private readonly opts: MeshNodeOptions;
+  private readonly keyring: MeshKeyring;
+  /** Peers removed by a rotation this node saw (the document may not say so yet). */
+  private readonly denied = new Set<string>();
   private readonly tuning: MeshTuning;
   private readonly names: MeshProtocols;
   private readonly libp2p: MeshLibp2p;
@@ -209,8 +227,10 @@ export class MeshNode {
     names: MeshProtocols,
     libp2p: MeshLibp2p,
     bootstrap: RedialTarget[],
+    keyring: MeshKeyring,
   ) {
     this.opts = opts;
+    this.keyring = keyring;
     this.tuning = tuning;
     this.names = names;
     this.libp2p = libp2p;
@@ -265,11 +285,16 @@ export class MeshNode {
           cause: err,
         },
       );
+    const keyring = new MeshKeyring(opts.key);
+    // the gater asks before the node exists; it answers through this late-bound reference
+    let node: MeshNode | undefined;
     let libp2p: MeshLibp2p;
     try {
       libp2p = await createMeshLibp2p({
         privateKey: opts.privateKey,
-        psk: opts.psk,
+        keyring,
+        isDenied: (peerId) => node?.isDenied(peerId) ?? opts.isRemoved?.(peerId) ?? false,
+        ...(opts.onEpochMismatch === undefined ? {} : { onEpochMismatch: opts.onEpochMismatch }),
         listen: opts.listen,
         dialTimeoutMs: tuning.dialTimeoutMs,
         topics: [names.docTopic],
@@ -285,12 +310,13 @@ export class MeshNode {
       throw startError(err);
     }
     const self = libp2p.peerId.toString();
-    const node = new MeshNode(
+    node = new MeshNode(
       opts,
       tuning,
       names,
       libp2p,
       bootstrap.filter((t) => t.peerId !== self),
+      keyring,
     );
     try {
       await node.start();
@@ -480,6 +506,151 @@ export class MeshNode {
     );
   }
 
+  /** The key new connections use. */
+  currentKey(): MeshKey {
+    return this.keyring.current();
+  }
+
+  /** Whether `peerId` is refused: removed by a rotation this node saw, or in the document. */
+  isDenied(peerId: string): boolean {
+    return this.denied.has(peerId) || (this.opts.isRemoved?.(peerId) ?? false);
+  }
+
+  /**
+   * Refuses `peerIds` from now on and closes their connections (a removal learned from the document).
+   * Never refuses this node itself.
+   */
+  async refuse(peerIds: Iterable<string>): Promise<void> {
+    const closing: Promise<void>[] = [];
+    for (const id of peerIds) {
+      if (id === this.peerId) continue;
+      this.denied.add(id);
+      const peer = this.parsePeerId(id);
+      if (peer !== undefined && this.libp2p.getConnections(peer).length > 0) {
+        this.log.info('closing connections of a removed peer', { peer: id });
+        closing.push(this.libp2p.hangUp(peer).catch(() => {}));
+      }
+    }
+    await Promise.all(closing);
+  }
+
+  /**
+   * Removes `removed` from the mesh for good: refuses them, rotates to a fresh key of the next epoch, keeps
+   * it (`persistKey`), and sends it, signed, to every connected peer that stays, which passes it on. Peers
+   * not connected now get it from any neighbour that has it; one that is offline until after every
+   * neighbour switched is refused as stale and must `meshd join` with a fresh token.
+   */
+  async rotateKey(removed: readonly string[]): Promise<{ key: MeshKey; sentTo: string[] }> {
+    if (removed.includes(this.peerId)) {
+      throw new MeshdError('E_REMOVE_SELF', 'a node cannot remove itself', {
+        hint: 'Run `meshd node remove` on another member, about this node.',
+      });
+    }
+    await this.refuse(removed);
+    const current = this.keyring.current();
+    const rotation: KeyRotation = {
+      key: { psk: new Uint8Array(randomBytes(32)), epoch: current.epoch + 1 },
+      removed: [...removed],
+      origin: this.peerId,
+      at: this.opts.clock.now(),
+    };
+    const message = await encodeKeyRotation(rotation, this.opts.privateKey, this.opts.meshId);
+    await this.opts.persistKey?.(rotation.key);
+    this.keyring.adopt(rotation.key);
+    this.log.info('mesh key rotated', { epoch: rotation.key.epoch, removed: rotation.removed });
+    const sentTo = await this.sendRotation(message, undefined);
+    return { key: rotation.key, sentTo };
+  }
+
+  /** Sends an encoded rotation to every connected peer but `except` and the refused; returns who took it. */
+  private async sendRotation(message: Uint8Array, except: string | undefined): Promise<string[]> {
+    const targets = [...this.connectedPeerIds()].filter((id) => id !== except && !this.isDenied(id));
+    const sent = await Promise.all(
+      targets.map(async (id) => {
+        const peer = this.parsePeerId(id);
+        if (peer === undefined) return undefined;
+        const deadline = this.deadline(this.tuning.dialTimeoutMs);
+        try {
+          const stream = await this.libp2p.dialProtocol(peer, this.names.rekeyProtocol, {
+            signal: deadline.signal,
+          });
+          const lp = lpStream(stream, { maxDataLength: maxRotationBytes });
+          await lp.write(message, { signal: deadline.signal });
+          await stream.close({ signal: deadline.signal });
+          return id;
+        } catch (err) {
+          this.log.warn('cannot send the rotated key to a peer', { peer: id, err: describeError(err) });
+          return undefined;
+        } finally {
+          deadline.cancel();
+        }
+      }),
+    );
+    return sent.filter((id): id is string => id !== undefined);
+  }
+
+  /** A rotation from a neighbour: verify, refuse the removed, keep and switch to the key, pass it on. */
+  private async onRotationStream(stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer.toString();
+    const deadline = this.deadline(this.tuning.dialTimeoutMs);
+    let rotation: KeyRotation;
+    let message: Uint8Array;
+    try {
+      const lp = lpStream(stream, { maxDataLength: maxRotationBytes });
+      message = (await lp.read({ signal: deadline.signal })).subarray();
+      await stream.close({ signal: deadline.signal }).catch(() => {});
+      rotation = await decodeKeyRotation(message, from, this.opts.meshId);
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      if (err instanceof PeerProtocolError) this.reject(from, err);
+      else this.log.debug('key rotation stream ended', { peer: from, err: describeError(err) });
+      return;
+    } finally {
+      deadline.cancel();
+    }
+    if (this.isDenied(from) || this.isDenied(rotation.origin)) {
+      this.reject(
+        from,
+        new PeerProtocolError(
+          'E_PEER_REMOVED',
+          `peer ${from} sent a key rotation but is removed from the mesh`,
+        ),
+      );
+      return;
+    }
+    if (rotation.removed.includes(this.peerId)) {
+      this.log.error('this node was removed from the mesh', {
+        by: rotation.origin,
+        epoch: rotation.key.epoch,
+      });
+      this.opts.onRemoved?.(rotation);
+      return;
+    }
+    await this.refuse(rotation.removed);
+    const current = this.keyring.current();
+    if (compareKeys(rotation.key, current) >= 0) {
+      this.log.debug('key rotation already known or superseded', { peer: from, epoch: rotation.key.epoch });
+      return;
+    }
+    try {
+      await this.opts.persistKey?.(rotation.key);
+    } catch (err) {
+      // without the key on disk the node would come back on the old one: stay on it, say so loudly
+      this.log.error('cannot store the rotated mesh key; staying on the old one', {
+        err: describeError(err),
+      });
+      return;
+    }
+    if (!this.keyring.adopt(rotation.key)) return;
+    this.log.info('mesh key rotated', {
+      epoch: rotation.key.epoch,
+      by: rotation.origin,
+      via: from,
+      removed: rotation.removed,
+    });
+    await this.sendRotation(message, from);
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -506,6 +677,13 @@ export class MeshNode {
         maxInboundStreams: 4,
         maxOutboundStreams: 4,
       },
+    );
+    await this.libp2p.handle(
+      this.names.rekeyProtocol,
+      (stream, connection) => {
+        void this.onRotationStream(stream, connection);
+      },
+      { maxInboundStreams: 2, maxOutboundStreams: 2 },
     );
     pubsub.topicValidators.set(this.names.docTopic, (peer, msg) => this.onDocGossip(peer, msg.data));
     await this.presence.start();
@@ -580,6 +758,7 @@ export class MeshNode {
     for (const k of this.safeKnownPeers()) {
       // a connected peer is not redialled, so its addresses need no parsing (this runs twice a second)
       if (k.peerId === this.peerId || targets.has(k.peerId) || this.isConnected(k.peerId)) continue;
+      if (this.isDenied(k.peerId)) continue;
       const addrs = k.addrs
         .map((a) => this.fullAddr(a, k.peerId))
         .filter((a): a is string => a !== undefined);

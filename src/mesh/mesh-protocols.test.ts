@@ -14,6 +14,7 @@ test('names are versioned and carry the mesh id', () => {
     presenceProtocol: '/meshd/home-1/presence/2.0.0',
     syncProtocol: '/meshd/home-1/sync/1.0.0',
     queryProtocol: '/meshd/home-1/query/1.0.0',
+    rekeyProtocol: '/meshd/home-1/rekey/1.0.0',
   });
 });
 

@@ -12,6 +12,8 @@ export interface MeshProtocols {
   syncProtocol: string;
   /** Questions to one peer (`why`, `logs`), answered with a stream of frames (peer-query.ts). */
   queryProtocol: string;
+  /** A rotated mesh key, signed by the member that rotated it (key-rotation.ts). */
+  rekeyProtocol: string;
 }
 
 const meshIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -33,6 +35,7 @@ export function meshProtocols(meshId: string): MeshProtocols {
     presenceProtocol: `/meshd/${meshId}/presence/2.0.0`,
     syncProtocol: `/meshd/${meshId}/sync/1.0.0`,
     queryProtocol: `/meshd/${meshId}/query/1.0.0`,
+    rekeyProtocol: `/meshd/${meshId}/rekey/1.0.0`,
   };
 }
 

@@ -1,19 +1,38 @@
 // Private-network protection: @libp2p/pnet plus a key confirmation, so a peer with the wrong mesh key fails at once.
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { AbortOptions, ConnectionProtector, MessageStream } from '@libp2p/interface';
+import type {
+  AbortOptions,
+  ConnectionProtector,
+  MessageStream,
+  MultiaddrConnection,
+} from '@libp2p/interface';
 import { preSharedKey } from '@libp2p/pnet';
 import { byteStream } from '@libp2p/utils';
 import { MeshdError } from '../shared/errors.ts';
+import type { MeshKey, MeshKeyring } from './mesh-key.ts';
 import { swarmKeyFromPsk } from './pnet-key.ts';
 
 const tagBytes = 16;
+const epochBytes = 4;
+
+/** What a handshake learned when the two ends hold keys of different epochs. */
+export interface EpochMismatch {
+  localEpoch: number;
+  remoteEpoch: number;
+  /** `inbound` when the remote end dialled us. */
+  direction: 'inbound' | 'outbound';
+  /** The remote end's address as the transport saw it. */
+  remoteAddr: string;
+}
 
 export interface KeyConfirmingPnetInit {
-  /** The raw 32-byte mesh key. */
-  psk: Uint8Array;
+  /** The key for each new connection, read at every handshake (a rotation applies to the next one). */
+  keyring: MeshKeyring;
   /** Bound of the nonce exchange and of the confirmation when libp2p passes no signal. */
   timeoutMs: number;
+  /** Told about every handshake that failed because the two ends' key epochs differ. */
+  onEpochMismatch?: (mismatch: EpochMismatch) => void;
 }
 
 /**
@@ -23,34 +42,102 @@ export interface KeyConfirmingPnetInit {
  * the other's: with the wrong key it decrypts to something else and the connection is dropped within one
  * round trip. Tags differ by direction, so reflecting a peer's own bytes back does not pass. This is a fast
  * failure, not the access control: pnet and Noise still do that.
+ *
+ * Before pnet, each end sends its key epoch in the clear (4 bytes; the epoch is no secret). Different
+ * epochs mean one end missed a rotation (`meshd node remove`): the handshake stops at once with an error
+ * that says which end is stale and what to do, instead of a bare "different mesh key".
  */
 export function keyConfirmingPnet(init: KeyConfirmingPnetInit): () => ConnectionProtector {
-  const pnet = preSharedKey({ psk: swarmKeyFromPsk(init.psk), timeout: init.timeoutMs });
-  const tag = (role: string) =>
-    createHmac('sha256', init.psk).update(`meshd/pnet-confirm/1/${role}`).digest().subarray(0, tagBytes);
-  const dialerTag = tag('dialer');
-  const listenerTag = tag('listener');
-  return () => {
-    const inner = pnet();
-    return {
-      async protect(connection: MessageStream, options?: AbortOptions): Promise<MessageStream> {
-        const signal = options?.signal ?? AbortSignal.timeout(init.timeoutMs);
-        const boxed = await inner.protect(connection, { ...options, signal });
-        const dialing = connection.direction === 'outbound';
-        const bytes = byteStream(boxed);
-        const [theirs] = await Promise.all([
-          bytes.read({ bytes: tagBytes, signal }),
-          bytes.write(dialing ? dialerTag : listenerTag, { signal }),
-        ]);
-        if (!timingSafeEqual(theirs.subarray(), dialing ? listenerTag : dialerTag)) {
-          const err = new MeshdError('E_MESH_KEY_MISMATCH', 'the remote peer uses a different mesh key', {
-            hint: 'Both peers must have joined with a token of the same mesh; get a fresh token with `meshd token`.',
-          });
-          boxed.abort(err);
-          throw err;
-        }
-        return bytes.unwrap();
-      },
-    };
+  let cached: { key: MeshKey; pnet: () => ConnectionProtector; dialer: Buffer; listener: Buffer } | undefined;
+  const forKey = (key: MeshKey) => {
+    if (cached?.key !== key) {
+      const tag = (role: string) =>
+        createHmac('sha256', key.psk)
+          .update(`meshd/pnet-confirm/2/${key.epoch}/${role}`)
+          .digest()
+          .subarray(0, tagBytes);
+      cached = {
+        key,
+        pnet: preSharedKey({ psk: swarmKeyFromPsk(key.psk), timeout: init.timeoutMs }),
+        dialer: tag('dialer'),
+        listener: tag('listener'),
+      };
+    }
+    return cached;
   };
+  return () => ({
+    async protect(connection: MessageStream, options?: AbortOptions): Promise<MessageStream> {
+      const signal = options?.signal ?? AbortSignal.timeout(init.timeoutMs);
+      const dialing = connection.direction === 'outbound';
+      const key = init.keyring.current();
+      const plain = byteStream(connection);
+      const hello = new Uint8Array(epochBytes);
+      new DataView(hello.buffer).setUint32(0, key.epoch);
+      const [theirHello] = await Promise.all([
+        plain.read({ bytes: epochBytes, signal }),
+        plain.write(hello, { signal }),
+      ]);
+      const remoteEpoch = new DataView(
+        theirHello.subarray().buffer,
+        theirHello.subarray().byteOffset,
+        epochBytes,
+      ).getUint32(0);
+      const unwrapped = plain.unwrap();
+      if (remoteEpoch !== key.epoch) {
+        const mismatch: EpochMismatch = {
+          localEpoch: key.epoch,
+          remoteEpoch,
+          direction: dialing ? 'outbound' : 'inbound',
+          remoteAddr: remoteAddrOf(connection),
+        };
+        init.onEpochMismatch?.(mismatch);
+        const err = epochMismatchError(mismatch);
+        unwrapped.abort(err);
+        throw err;
+      }
+      const { pnet, dialer, listener } = forKey(key);
+      const boxed = await pnet().protect(unwrapped, { ...options, signal });
+      const bytes = byteStream(boxed);
+      const [theirs] = await Promise.all([
+        bytes.read({ bytes: tagBytes, signal }),
+        bytes.write(dialing ? dialer : listener, { signal }),
+      ]);
+      if (!timingSafeEqual(theirs.subarray(), dialing ? listener : dialer)) {
+        const err = new MeshdError('E_MESH_KEY_MISMATCH', 'the remote peer uses a different mesh key', {
+          hint: 'Both peers must have joined with a token of the same mesh; get a fresh token with `meshd token`.',
+        });
+        boxed.abort(err);
+        throw err;
+      }
+      return bytes.unwrap();
+    },
+  });
+}
+
+/** The error a handshake fails with when the ends' key epochs differ, saying which end must act. */
+export function epochMismatchError(m: EpochMismatch): MeshdError {
+  if (m.remoteEpoch > m.localEpoch) {
+    return new MeshdError(
+      'E_MESH_KEY_STALE',
+      `this node's mesh key is stale (key epoch ${m.localEpoch}; the mesh has rotated to epoch ${m.remoteEpoch}, because a machine was removed)`,
+      {
+        hint: 'Run `meshd token` on a current member and `meshd join <token>` here: the node keeps its identity, pods and data.',
+        details: { localEpoch: m.localEpoch, remoteEpoch: m.remoteEpoch },
+      },
+    );
+  }
+  return new MeshdError(
+    'E_MESH_PEER_STALE',
+    `the remote peer's mesh key is stale (key epoch ${m.remoteEpoch}; this mesh is at epoch ${m.localEpoch})`,
+    {
+      hint: 'It missed a key rotation or was removed; if it should be a member, run `meshd join <token>` on it with a token from `meshd token`.',
+      details: { localEpoch: m.localEpoch, remoteEpoch: m.remoteEpoch },
+    },
+  );
+}
+
+/** The transport's remote address when the stream is a raw connection (it is, for the protector). */
+function remoteAddrOf(connection: MessageStream): string {
+  const addr = (connection as Partial<MultiaddrConnection>).remoteAddr;
+  return addr === undefined ? 'unknown' : addr.toString();
 }

@@ -82,11 +82,14 @@ export interface ForgottenNode {
  *     cordoned?, draining?: boolean (any peer, `meshd node cordon|drain`); policy?: NodePolicyRecord
  *     (plain value, written by the node itself) }
  *   doc.getMap('forgotten') : peerId -> { name, at }  (`meshd node forget`; the key's presence is what counts)
+ *   doc.getMap('removed')   : peerId -> { name, at, by } (`meshd node remove`; for good: never deleted, and
+ *                             every peer refuses the peer id at connection time)
  * Yjs keeps a tombstone per overwritten map value, so writers only set values that changed.
  */
 const nodesKey = 'nodes';
 const meshKey = 'mesh';
 const forgottenKey = 'forgotten';
+const removedKey = 'removed';
 
 const nodeNamePattern = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 const labelNamePattern = /^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/;
@@ -108,12 +111,14 @@ export class ClusterDoc {
   private readonly nodesMap: Y.Map<unknown>;
   private readonly meshMap: Y.Map<unknown>;
   private readonly forgottenMap: Y.Map<unknown>;
+  private readonly removedMap: Y.Map<unknown>;
 
   constructor(doc: Y.Doc) {
     this.doc = doc;
     this.nodesMap = doc.getMap<unknown>(nodesKey);
     this.meshMap = doc.getMap<unknown>(meshKey);
     this.forgottenMap = doc.getMap<unknown>(forgottenKey);
+    this.removedMap = doc.getMap<unknown>(removedKey);
   }
 
   /** The mesh identity, or undefined before it is known (a joiner before its first sync). */
@@ -360,7 +365,36 @@ export class ClusterDoc {
   /** Takes back `forgetNode` for the node named `nodeName` (a node declared dead by mistake). */
   unforgetNode(nodeName: string): void {
     const node = this.requireNode(nodeName);
+    if (this.removedMap.has(node.peerId)) {
+      throw new ValidationError('E_NODE_REMOVED', `node "${nodeName}" was removed from the mesh for good`, {
+        hint: 'A removed machine comes back only as a new node: a fresh data dir and `meshd join` with a current token.',
+        details: { node: nodeName, peer: node.peerId },
+      });
+    }
     if (this.forgottenMap.has(node.peerId)) this.doc.transact(() => this.forgottenMap.delete(node.peerId));
+  }
+
+  /**
+   * Removes the node named `nodeName` for good (`meshd node remove`): forgotten (its slots move) and
+   * listed as removed, so every peer refuses its peer id. `by` is the peer id of the member removing it.
+   */
+  removeNode(nodeName: string, at: number, by: string): ForgottenNode {
+    const node = this.requireNode(nodeName);
+    this.doc.transact(() => {
+      if (!this.forgottenMap.has(node.peerId)) this.forgottenMap.set(node.peerId, { name: node.name, at });
+      if (!this.removedMap.has(node.peerId)) this.removedMap.set(node.peerId, { name: node.name, at, by });
+    });
+    return { peerId: node.peerId, name: node.name, at };
+  }
+
+  /** Whether `peerId` was removed from the mesh. A key counts even when its value is malformed. */
+  isRemoved(peerId: string): boolean {
+    return this.removedMap.has(peerId);
+  }
+
+  /** Peer ids of every removed node. */
+  removedPeerIds(): string[] {
+    return [...this.removedMap.keys()].sort(compare);
   }
 
   /** Every forgotten peer, sorted by peer id. A key counts even when its value is malformed. */
@@ -396,7 +430,12 @@ export class ClusterDoc {
 
   /** Calls `listener` once after every transaction (local or remote) that changed nodes, mesh info or forgotten nodes. */
   onChange(listener: () => void): () => void {
-    const watched: ReadonlySet<unknown> = new Set<unknown>([this.nodesMap, this.meshMap, this.forgottenMap]);
+    const watched: ReadonlySet<unknown> = new Set<unknown>([
+      this.nodesMap,
+      this.meshMap,
+      this.forgottenMap,
+      this.removedMap,
+    ]);
     const handler = (tr: Y.Transaction): void => {
       // changedParentTypes holds every type a change bubbled up to, so nested label edits count too.
       if (![...tr.changedParentTypes.keys()].some((type) => watched.has(type))) return;

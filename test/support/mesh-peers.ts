@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import * as Y from 'yjs';
-import { type KnownPeer, MeshNode, type MeshTuning } from '../../src/mesh/mesh-node.ts';
+import { type KnownPeer, MeshNode, type MeshNodeOptions, type MeshTuning } from '../../src/mesh/mesh-node.ts';
 import { systemClock } from '../../src/shared/clock.ts';
 import { createLogger, type Logger } from '../../src/shared/logger.ts';
 
@@ -34,6 +34,10 @@ export interface StartPeerOptions {
   tuning?: Partial<MeshTuning>;
   /** Defaults to an ephemeral loopback port. */
   listen?: string[];
+  /** Epoch of `psk`; defaults to 0. */
+  keyEpoch?: number;
+  /** Membership hooks (removal, key rotation) passed to the node as they are. */
+  membership?: Partial<Pick<MeshNodeOptions, 'persistKey' | 'isRemoved' | 'onEpochMismatch' | 'onRemoved'>>;
 }
 
 /** Presence and redial fast enough for tests that wait on them; everything else at production defaults. */
@@ -66,7 +70,8 @@ export async function startPeer(opts: StartPeerOptions): Promise<TestPeer> {
   const { logger, logs } = capturingLogger();
   const node = await MeshNode.create({
     privateKey: key,
-    psk: opts.psk,
+    key: { psk: opts.psk, epoch: opts.keyEpoch ?? 0 },
+    ...opts.membership,
     meshId: opts.meshId,
     nodeName: opts.name,
     listen: opts.listen ?? ['/ip4/127.0.0.1/tcp/0'],
