@@ -38,6 +38,7 @@ function fakeHandlers(calls: Calls, listeners: Set<(e: MeshEvent) => void>, node
       dataDir: '/x',
       pid: 1,
       connectedPeers: 0,
+      syncedPeers: 0,
       ready: true,
       joining: false,
       keyEpoch: 0,
@@ -358,6 +359,7 @@ describe('dashboard server', { timeout: 60_000 }, () => {
       cordoned: false,
       draining: false,
       forgotten: false,
+      removed: false,
     });
     clock.advance(1000);
     clock.advance(100);

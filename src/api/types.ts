@@ -9,6 +9,8 @@ export interface StatusView {
   dataDir: string;
   pid: number;
   connectedPeers: number;
+  /** Connected peers this node has completed a document sync with (a refused connection never gets here). */
+  syncedPeers: number;
   /** True once the daemon serves requests; for a joining node, also once it has synced with a peer. */
   ready: boolean;
   /** Set while the node has never reached a peer after `meshd join`. */
@@ -65,6 +67,8 @@ export interface NodeEntry {
   draining: boolean;
   /** Declared dead with `meshd node forget`: its best-effort pods may move. */
   forgotten: boolean;
+  /** Removed for good with `meshd node remove`: every member refuses its peer id. */
+  removed: boolean;
 }
 
 export type NodeAction = 'cordon' | 'uncordon' | 'drain' | 'forget';

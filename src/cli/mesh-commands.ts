@@ -214,7 +214,7 @@ function nodeFlags(n: NodeEntry): string[] {
   return [
     n.cordoned && !n.draining ? 'cordoned' : '',
     n.draining ? 'draining' : '',
-    n.forgotten ? 'forgotten' : '',
+    n.removed ? 'removed' : n.forgotten ? 'forgotten' : '',
   ].filter((f) => f !== '');
 }
 

@@ -381,6 +381,13 @@ export class MeshNode {
     return this.connectedPeerIds().size;
   }
 
+  /** Connected peers that completed a doc sync with this node over their current connection. */
+  syncedCount(): number {
+    let n = 0;
+    for (const p of this.syncedPeers) if (this.isConnected(p)) n++;
+    return n;
+  }
+
   /** Connects to `addr` (a multiaddr, ideally ending in /p2p/<peerId>); always bounded by `dialTimeoutMs`. */
   async dial(addr: string, signal?: AbortSignal): Promise<void> {
     let target: Multiaddr;
