@@ -170,7 +170,14 @@ export interface RevisionView {
   message: string | null;
   concurrent: boolean;
   rejected?: string;
+  /** Its content was folded into a compaction base; `restorable` when rollback to it still works. */
   compacted?: boolean;
+  restorable?: boolean;
+  /**
+   * Only on the one row that stands for revisions compacted so long ago that only their count is kept:
+   * how many, and who made most of them (`revision` is then the span, e.g. `1..4200`).
+   */
+  dropped?: { count: number; lastAt: string; by: { actor: string; host: string; count: number }[] };
 }
 
 export interface PodDescription {

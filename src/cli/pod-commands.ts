@@ -119,13 +119,22 @@ const getPods: Command = {
   },
 };
 
+/** `alice×40, bob×10, others×3` for a row of dropped revisions. */
+function droppedAuthors(d: NonNullable<RevisionView['dropped']>): string {
+  const named = d.by.map((b) => `${b.actor}×${b.count}`);
+  const rest = d.count - d.by.reduce((n, b) => n + b.count, 0);
+  return [...named, ...(rest > 0 ? [`others×${rest}`] : [])].join(', ');
+}
+
 function historyTable(revs: RevisionView[]): string {
   return renderTable(
     ['REVISION', 'KIND', 'AUTHOR', 'HOST', 'AT', 'MESSAGE'],
     revs.map((r) => [
-      `${r.revision}${r.concurrent ? ' (concurrent)' : ''}${r.rejected !== undefined ? ' REJECTED' : ''}${r.compacted ? ' (compacted)' : ''}`,
+      `${r.revision}${r.concurrent ? ' (concurrent)' : ''}${r.rejected !== undefined ? ' REJECTED' : ''}${
+        r.restorable === true ? ' (compacted, restorable)' : r.compacted ? ' (compacted)' : ''
+      }`,
       r.kind,
-      r.author.actor,
+      r.dropped === undefined ? r.author.actor : droppedAuthors(r.dropped),
       r.author.host,
       r.at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
       r.rejected !== undefined ? `rejected: ${r.rejected}` : (r.message ?? ''),

@@ -18,7 +18,7 @@ import type { HistoryEntry, Materialized } from '../state/materialize.ts';
 import type { JsonObject } from '../state/merge-patch.ts';
 import type { ObjectStore } from '../state/object-store.ts';
 import { parsePodSpec, podFromStored, podStatusKey, type StoredPod } from '../state/pod-spec.ts';
-import type { Author } from '../state/revision-records.ts';
+import type { Author, DroppedSummaries } from '../state/revision-records.ts';
 
 export interface PodServiceDeps {
   store: ObjectStore;
@@ -102,7 +102,7 @@ export class PodService {
     // What meshd changed (status, kind system) lives in the status object; merged here by time.
     const status = this.deps.store.get(podStatusKey(name));
     const system = (status?.history ?? []).map((h) => ({ ...h, revision: `s${h.revision}` }));
-    return [...m.history, ...system]
+    const rows = [...m.history, ...system]
       .sort((a, b) => a.at - b.at)
       .filter((h) => q.author === undefined || h.author.actor === q.author || h.author.host === q.author)
       .filter(
@@ -112,6 +112,8 @@ export class PodService {
       )
       .filter((h) => q.kind === undefined || h.kind === q.kind)
       .map(revisionView);
+    const filtered = q.author !== undefined || q.excludeAuthor !== undefined || q.kind !== undefined;
+    return m.dropped === undefined || filtered ? rows : [droppedView(m.dropped), ...rows];
   }
 
   diff(name: string, from: string | undefined, to: string | undefined): PodDiff {
@@ -233,6 +235,26 @@ function revisionView(h: HistoryEntry): RevisionView {
     concurrent: h.concurrent,
     ...(h.rejected === undefined ? {} : { rejected: h.rejected }),
     ...(h.compacted ? { compacted: true } : {}),
+    ...(h.restorable === true ? { restorable: true } : {}),
+  };
+}
+
+/** The row for revisions compacted so long ago that only their count, time span and main authors remain. */
+function droppedView(d: DroppedSummaries): RevisionView {
+  return {
+    revision: `1..${d.upTo[0]}`,
+    id: '',
+    author: { peer: '', host: '', actor: '' },
+    kind: 'user',
+    at: new Date(d.firstAt).toISOString(),
+    message: `${d.count} older revisions, compacted; only their count and authors are kept`,
+    concurrent: false,
+    compacted: true,
+    dropped: {
+      count: d.count,
+      lastAt: new Date(d.lastAt).toISOString(),
+      by: (d.by ?? []).map((b) => ({ actor: b.author.actor, host: b.author.host, count: b.count })),
+    },
   };
 }
 
