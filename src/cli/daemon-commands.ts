@@ -1,13 +1,16 @@
 // Commands that create, join, start and stop the local daemon: init, join, start, up, down, token, status.
 
+import { resolve } from 'node:path';
 import { ApiClient } from '../api/client.ts';
 import { DataDir } from '../daemon/data-dir.ts';
 import { initMesh, joinMesh } from '../daemon/mesh-setup.ts';
+import { loadNodePolicy } from '../daemon/node-policy-file.ts';
 import { DaemonError, TokenError } from '../shared/errors.ts';
 import {
   boolFlag,
   expectPositionals,
   listFlag,
+  type Parsed,
   parseCommand,
   parseDurationFlag,
   stringFlag,
@@ -17,13 +20,32 @@ import { startDetached } from './detach.ts';
 import { type Command, emit } from './main.ts';
 import { renderTable } from './table.ts';
 
+const policyFlags = { policy: { type: 'string' } } as const;
+
 const setupFlags = {
   'node-name': { type: 'string' },
   listen: { type: 'string', multiple: true },
   detach: { type: 'boolean', short: 'd' },
   timeout: { type: 'string' },
   ...dashboardPortFlags,
+  ...policyFlags,
 } as const;
+
+/**
+ * `--policy FILE` of init/join/up/start: the node policy file is read and validated now, before anything
+ * is written; returns what records it (absolute) in meshd.json once that exists, where every later start
+ * (`up`, `--detach`, a restart) finds it. A no-op without the flag.
+ */
+function policyFlag(p: Parsed): (dir: DataDir) => void {
+  const value = stringFlag(p, 'policy');
+  if (value === undefined) return () => {};
+  const file = resolve(value);
+  loadNodePolicy({ dataDir: p.dataDir, file });
+  return (dir) => {
+    const config = dir.readConfig();
+    if (config.policyFile !== file) dir.writeConfig({ ...config, policyFile: file });
+  };
+}
 
 /** Runs the daemon in this process (lazy import: only daemon-running commands load the mesh stack). */
 async function runHere(dir: DataDir, printToken: boolean): Promise<number> {
@@ -41,19 +63,22 @@ function client(dir: DataDir, timeoutMs?: number): ApiClient {
 
 const init: Command = {
   words: ['init'],
-  usage: 'init [--name MESH] [--node-name NAME] [--listen ADDR]... [--dashboard-port PORT|0|off] [--detach]',
+  usage:
+    'init [--name MESH] [--node-name NAME] [--listen ADDR]... [--dashboard-port PORT|0|off] [--policy FILE] [--detach]',
   summary: 'create a new mesh with this machine as its first node; prints the join token',
   async run(argv, ctx) {
     const p = parseCommand('init', argv, { ...setupFlags, name: { type: 'string' } });
     expectPositionals('init', p, []);
     const dir = new DataDir(p.dataDir);
     const rememberDashboardPort = dashboardPortFlag(p);
+    const rememberPolicy = policyFlag(p);
     await initMesh(dir, {
       meshName: stringFlag(p, 'name'),
       nodeName: stringFlag(p, 'node-name'),
       listen: listFlag(p, 'listen'),
     });
     rememberDashboardPort(dir.path);
+    rememberPolicy(dir);
     if (!boolFlag(p, 'detach')) return runHere(dir, true);
     const status = await startDetached(dir, {
       timeoutMs: parseDurationFlag('timeout', stringFlag(p, 'timeout'), 30_000),
@@ -71,13 +96,14 @@ const init: Command = {
 const join: Command = {
   words: ['join'],
   usage:
-    'join TOKEN [--node-name NAME] [--listen ADDR]... [--dashboard-port PORT|0|off] [--detach] [--timeout 30s]',
+    'join TOKEN [--node-name NAME] [--listen ADDR]... [--dashboard-port PORT|0|off] [--policy FILE] [--detach] [--timeout 30s]',
   summary: 'join an existing mesh with a token from any member and run the daemon',
   async run(argv, ctx) {
     const p = parseCommand('join', argv, setupFlags);
     const [token] = expectPositionals('join', p, ['TOKEN']);
     const dir = new DataDir(p.dataDir);
     const rememberDashboardPort = dashboardPortFlag(p);
+    const rememberPolicy = policyFlag(p);
     const running = dir.runningPid();
     if (running !== undefined) {
       throw new DaemonError('E_ALREADY_RUNNING', `meshd is already running on ${dir.path} (pid ${running})`, {
@@ -89,10 +115,12 @@ const join: Command = {
       listen: listFlag(p, 'listen'),
     });
     rememberDashboardPort(dir.path);
+    rememberPolicy(dir);
     if (!boolFlag(p, 'detach')) return runHere(dir, false);
     const status = await startDetached(dir, {
       timeoutMs: parseDurationFlag('timeout', stringFlag(p, 'timeout'), 30_000),
-      until: (s) => s.ready && s.connectedPeers > 0,
+      // synced, not merely connected: a member that refuses us (we were removed) accepts the handshake first
+      until: (s) => s.ready && s.syncedPeers > 0,
       waitingFor: `a peer of mesh "${config.meshName}" (tried ${config.bootstrap.length} address(es) from the token)`,
       timeoutHint:
         'Check that a member is running (`meshd status` there) and reachable from here, or get a fresh token with `meshd token` on a member.',
@@ -101,7 +129,9 @@ const join: Command = {
           ? new TokenError('E_TOKEN_STALE', `the join token is stale: ${s.keyProblem.message}`, {
               hint: 'Run `meshd token` on a current member and join again with that token (the same command, same data dir).',
             })
-          : undefined,
+          : s.keyProblem?.code === 'E_NODE_REMOVED'
+            ? new TokenError('E_NODE_REMOVED', s.keyProblem.message, { hint: s.keyProblem.hint })
+            : undefined,
     });
     ctx.out(
       `joined mesh "${status.mesh.name}" as node "${status.name}" (pid ${status.pid}); ${status.connectedPeers} peer(s) connected.`,
@@ -112,19 +142,22 @@ const join: Command = {
 
 const up: Command = {
   words: ['up'],
-  usage: 'up [--detach] [--dashboard-port PORT|0|off]',
+  usage: 'up [--detach] [--dashboard-port PORT|0|off] [--policy FILE]',
   summary: 'run the daemon from an existing data dir (no peers needed)',
   async run(argv, ctx) {
     const p = parseCommand('up', argv, {
       detach: { type: 'boolean', short: 'd' },
       timeout: { type: 'string' },
       ...dashboardPortFlags,
+      ...policyFlags,
     });
     expectPositionals('up', p, []);
     const dir = new DataDir(p.dataDir);
     const rememberDashboardPort = dashboardPortFlag(p);
+    const rememberPolicy = policyFlag(p);
     dir.readConfig(); // a clear "no mesh here" error before anything starts
     rememberDashboardPort(dir.path);
+    rememberPolicy(dir);
     if (!boolFlag(p, 'detach')) return runHere(dir, false);
     const status = await startDetached(dir, {
       timeoutMs: parseDurationFlag('timeout', stringFlag(p, 'timeout'), 30_000),
@@ -139,20 +172,23 @@ const up: Command = {
 
 const start: Command = {
   words: ['start'],
-  usage: 'start [--dashboard-port PORT|0|off]',
+  usage: 'start [--dashboard-port PORT|0|off] [--policy FILE]',
   summary: 'run the daemon here, creating a new mesh first if the data dir has none (what `npm start` does)',
   async run(argv) {
     const p = parseCommand('start', argv, {
       'node-name': { type: 'string' },
       listen: { type: 'string', multiple: true },
       ...dashboardPortFlags,
+      ...policyFlags,
     });
     expectPositionals('start', p, []);
     const dir = new DataDir(p.dataDir);
     const rememberDashboardPort = dashboardPortFlag(p);
+    const rememberPolicy = policyFlag(p);
     if (!dir.hasMesh())
       await initMesh(dir, { nodeName: stringFlag(p, 'node-name'), listen: listFlag(p, 'listen') });
     rememberDashboardPort(dir.path);
+    rememberPolicy(dir);
     return runHere(dir, true);
   },
 };

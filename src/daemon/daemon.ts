@@ -42,6 +42,7 @@ import { ClaimLoop, formatExplanation } from './claim-loop.ts';
 import { ClusterViewSource } from './cluster-view-source.ts';
 import type { DataDir, NodeConfig } from './data-dir.ts';
 import { ed25519LeaseSigner, LeaseStore, peerIdLeaseVerifier } from './lease-store.ts';
+import { emptyNodePolicy, type LoadedNodePolicy, loadNodePolicy } from './node-policy-file.ts';
 import { PodAgent, type WhyReport } from './pod-agent.ts';
 import { PodService } from './pod-service.ts';
 import { whyView } from './why-view.ts';
@@ -73,6 +74,8 @@ export class Daemon {
   private objects: ObjectStore | undefined;
   private pods: PodService | undefined;
   private agent: PodAgent | undefined;
+  /** This node's policy file, read at start and on SIGHUP: the operator's half of the double opt-in. */
+  private nodePolicy: LoadedNodePolicy | undefined;
   private claims: ClaimLoop | undefined;
   private api: ApiServer | undefined;
   private dashboard: DashboardServer | undefined;
@@ -102,6 +105,8 @@ export class Daemon {
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const dir = opts.dataDir;
     const config = dir.readConfig();
+    // A bad policy file stops the start here: it is never read as "nothing" or "everything" allowed.
+    const nodePolicy = loadNodePolicy({ dataDir: dir.path, file: config.policyFile });
     dir.ensure();
     const privateKey = dir.readIdentity();
     const key = dir.readMeshKey();
@@ -114,6 +119,8 @@ export class Daemon {
       store.attach(doc);
       daemon = new Daemon(opts, config, store, doc, key);
       daemon.releaseLock = releaseLock;
+      daemon.nodePolicy = nodePolicy;
+      daemon.logger.info('node policy', { file: nodePolicy.file, exists: nodePolicy.exists });
       daemon.logger.info('document loaded', { ...loaded });
       await daemon.startParts(privateKey);
       return daemon;
@@ -261,7 +268,11 @@ export class Daemon {
       explainPlacement: (pod) => formatExplanation(claims.explain(pod.name)).join('\n'),
       pluginSteps,
       meshNodes: () => this.nodes().map((n) => ({ name: n.name, reachable: n.state === 'ready' })),
+      nodePolicy: () => this.nodePolicy ?? emptyNodePolicy(join(this.opts.dataDir.path, 'policy.yaml')),
     });
+    const onHangup = () => this.reloadNodePolicy();
+    process.on('SIGHUP', onHangup);
+    this.cleanups.push(() => process.off('SIGHUP', onHangup));
     await this.agent.start();
     await mesh.serveQuestions((question, peer, signal) => this.answer(question, peer, signal));
     this.api = await ApiServer.listen(this.opts.dataDir.socketPath, this.handlers(), this.logger);
@@ -304,6 +315,32 @@ export class Daemon {
       version: meshdVersion,
     };
     this.cluster.upsertNode(record);
+    this.publishNodePolicy(mesh.peerId);
+  }
+
+  /** Puts the node policy into this node's record, for every peer's scheduler (written only when changed). */
+  private publishNodePolicy(peerId: string): void {
+    if (this.nodePolicy === undefined) return;
+    try {
+      this.cluster.setNodePolicy(peerId, this.nodePolicy.policy);
+    } catch (err) {
+      this.logger.warn('node policy not published', { error: describeError(err) });
+    }
+  }
+
+  /** SIGHUP: reads the policy file again; a bad file is logged and the policy in force stays. */
+  private reloadNodePolicy(): void {
+    try {
+      this.nodePolicy = loadNodePolicy({ dataDir: this.opts.dataDir.path, file: this.config.policyFile });
+    } catch (err) {
+      this.logger.error('node policy not reloaded; the previous one stays in force', {
+        error: describeError(err),
+      });
+      return;
+    }
+    this.logger.info('node policy reloaded', { file: this.nodePolicy.file, exists: this.nodePolicy.exists });
+    if (this.mesh !== undefined && !this.joining) this.publishNodePolicy(this.mesh.peerId);
+    this.claims?.poke();
   }
 
   private handlers(): ApiHandlers {
@@ -348,6 +385,7 @@ export class Daemon {
       dataDir: this.opts.dataDir.path,
       pid: process.pid,
       connectedPeers: mesh.connectedCount(),
+      syncedPeers: mesh.syncedCount(),
       ready: !this.joining,
       joining: this.joining,
       keyEpoch: mesh.currentKey().epoch,
@@ -395,6 +433,7 @@ export class Daemon {
         cordoned: this.cluster.nodeControls(n.peerId).cordoned,
         draining: this.cluster.nodeControls(n.peerId).draining,
         forgotten: forgotten.has(n.peerId),
+        removed: this.cluster.isRemoved(n.peerId),
       };
     });
   }

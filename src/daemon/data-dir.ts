@@ -33,6 +33,11 @@ export interface NodeConfig {
    * tests — the node claims, holds and reports slots like any other but starts no process at all.
    */
   runtime?: 'process' | 'mock';
+  /**
+   * The node policy file (absolute; recorded by `--policy FILE`). Absent: the data dir's `policy.yaml`
+   * (or `.yml`/`.json`) if there is one, else no policy — pods get nothing beyond the default sandbox.
+   */
+  policyFile?: string;
 }
 
 export const defaultListen = ['/ip4/0.0.0.0/tcp/7946'];
@@ -298,6 +303,9 @@ function validateConfig(raw: unknown, file: string): NodeConfig {
   }
   if (c.runtime !== undefined && c.runtime !== 'process' && c.runtime !== 'mock') {
     fail('runtime', '"process" or "mock"');
+  }
+  if (c.policyFile !== undefined && (typeof c.policyFile !== 'string' || !c.policyFile.startsWith('/'))) {
+    fail('policyFile', 'an absolute path to the node policy file');
   }
   if (c.lifecycle !== undefined) {
     const l = c.lifecycle as Record<string, unknown> | null;

@@ -1,7 +1,16 @@
 // End-to-end tests of the pod agent: real bubblewrap sandboxes, supervisors and ports, a real signed document.
 
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
 import { createPodWorld, NODE, type PodWorld, podTestRoot } from '../../test/support/pod-world.ts';
@@ -11,6 +20,7 @@ import type { ContainerStatus } from '../runtime/driver.ts';
 import { isSameProcess, readProcStat } from '../runtime/process/proc-stat.ts';
 import { systemClock } from '../shared/clock.ts';
 import { parsePodSpec, podStatusKey } from '../state/pod-spec.ts';
+import { emptyNodePolicy, type LoadedNodePolicy, loadNodePolicy } from './node-policy-file.ts';
 import { explainPinned, pinnedSlots, runtimeSpecHash, slotHealth } from './pod-agent.ts';
 import { DEFAULT_PORT_RANGE } from './port-allocator.ts';
 
@@ -583,4 +593,97 @@ spec:
   assert.equal(agent.why('far')?.placement, 'pinned to host nas, which is unreachable');
   assert.throws(() => agent.logs('far'), /has no logs of pod far: pinned to host nas/);
   assert.equal(agent.why('ghost'), undefined);
+});
+
+test('double opt-in: a host path the node does not allow is refused with the message; once allowed the pod reads it and cannot write it', async (t) => {
+  const w = await world(t);
+  const data = join(w.dir, 'shared');
+  mkdirSync(data, { mode: 0o755 });
+  // World-writable on the host: only the read-only mount keeps the pod from writing it.
+  writeFileSync(join(data, 'hello.txt'), 'from the host\n', { mode: 0o666 });
+  chmodSync(join(data, 'hello.txt'), 0o666);
+  w.apply(`kind: Pod
+name: reader
+spec:
+  placement: { host: ${NODE} }
+  security:
+    hostPaths: [{ path: ${data}, readOnly: true }]
+  containers:
+    - name: app
+      command: [sh, -c, "cat ${data}/hello.txt; echo changed > ${data}/hello.txt 2>/dev/null && echo WRITE=allowed || echo WRITE=denied; exec sleep 600"]
+`);
+  const policyFile = join(w.dir, 'policy.yaml');
+  let policy: LoadedNodePolicy = emptyNodePolicy(policyFile);
+  const agent = w.agent({ nodePolicy: () => policy });
+  await agent.start();
+
+  const failed = await waitFor(() => (w.slot('reader')?.phase === 'failed' ? w.slot('reader') : undefined), {
+    timeoutMs: 20_000,
+    what: 'slot 0 refused',
+  });
+  const refusal = `pod asks for hostPath ${data} (read-only) but this node's policy (none: ${policyFile} does not exist, so nothing is allowed) does not allow it; the node operator can create ${policyFile} with \`hostPaths: [{ path: ${data}, readOnly: true }]\``;
+  assert.ok(String(failed.lastError).startsWith(`security.grant: ${refusal}`), String(failed.lastError));
+  const why = agent.why('reader');
+  assert.ok(why?.summary.includes(`stuck at security.grant (failed: ${refusal}`), why?.summary);
+  assert.ok(
+    why?.summary.includes(
+      `— Either the node operator allows it in ${policyFile} and restarts meshd (or sends it SIGHUP), or the pod stops asking for it in spec.security.`,
+    ),
+  );
+  const steps = why?.slots[0]?.snapshot?.steps ?? [];
+  assert.equal(steps.find((s) => s.name === 'security.grant')?.outcome, 'failed');
+  assert.equal(steps.find((s) => s.name === 'process.start')?.outcome, 'dependency-failed');
+  const podDir = join(w.dir, 'agent', 'pods', 'reader.0');
+  assert.equal(existsSync(podDir) && readdirSync(podDir).length > 0, false, 'no container was laid out');
+
+  // The operator allows it; the agent reads the policy at its next reconcile (what SIGHUP reloads), and
+  // the changed grant starts the slot at once rather than after the failed start's backoff.
+  writeFileSync(policyFile, `hostPaths:\n  - { path: ${data}, readOnly: true }\n`);
+  policy = loadNodePolicy({ dataDir: w.dir });
+  await waitFor(() => running(w, 'reader'), { timeoutMs: 20_000, what: 'slot 0 running once allowed' });
+  const out = await waitFor(
+    async () => {
+      const lines: string[] = [];
+      for await (const l of agent.logs('reader')) lines.push(l);
+      return lines.some((l) => l.startsWith('WRITE=')) ? lines : undefined;
+    },
+    { timeoutMs: 10_000, what: 'the pod to try writing' },
+  );
+  assert.deepEqual(out, ['from the host', 'WRITE=denied']);
+  assert.equal(readFileSync(join(data, 'hello.txt'), 'utf8'), 'from the host\n');
+  assert.equal(
+    agent.why('reader')?.slots[0]?.snapshot?.steps.find((s) => s.name === 'security.grant')?.outcome,
+    'done',
+  );
+
+  // Withdrawn again: the running slot is stopped, and its start refused.
+  policy = emptyNodePolicy(policyFile);
+  await waitFor(() => (w.slot('reader')?.phase === 'failed' ? w.slot('reader') : undefined), {
+    timeoutMs: 20_000,
+    what: 'slot 0 stopped once the grant is withdrawn',
+  });
+  assert.equal(agent.describeLocal('reader')?.slots[0]?.containers.length ?? 0, 0);
+});
+
+test('what a slot runs under includes its grant: the spec hash changes with it, not with its wording', () => {
+  const spec = (security: string) =>
+    parsePodSpec(
+      `kind: Pod\nname: p\nspec:\n${security}  containers: [{ name: a, command: [x] }]\n`,
+      'p.yaml',
+    ).spec;
+  const plain = spec('');
+  assert.equal(runtimeSpecHash(plain), runtimeSpecHash(plain, undefined), 'no decision: the hash as before');
+  const asks = spec('  security: { hostPaths: [{ path: /srv/data, readOnly: true }] }\n');
+  const grantedBy = (prefix: string) =>
+    runtimeSpecHash(asks, {
+      granted: { hostPaths: [{ path: '/srv/data', readOnly: true, allowedBy: prefix }] },
+    });
+  const refused = runtimeSpecHash(asks, {
+    refused: [{ what: 'hostPath /srv/data (read-only)' }],
+    message: 'not allowed',
+    hint: 'allow it',
+  });
+  assert.notEqual(grantedBy('/srv'), refused, 'granted ↔ refused restarts the slot');
+  assert.equal(grantedBy('/srv'), grantedBy('/srv/data'), 'another rule granting the same changes nothing');
+  assert.notEqual(runtimeSpecHash(asks), grantedBy('/srv'));
 });

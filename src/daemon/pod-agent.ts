@@ -32,6 +32,7 @@ import {
   type RestartPolicy,
 } from '../state/pod-spec.ts';
 import { canonicalJson } from '../state/revision-records.ts';
+import { emptyNodePolicy, type LoadedNodePolicy } from './node-policy-file.ts';
 import { PodSlotFiles, SLOT_RECORD_VERSION, type SlotRecord, unitName } from './pod-slot-files.ts';
 import {
   BUILTIN_POD_STEPS,
@@ -43,6 +44,7 @@ import {
   type RestoreInput,
 } from './pod-steps.ts';
 import { DEFAULT_PORT_COOLDOWN_MS, PortAllocator, type PortRange } from './port-allocator.ts';
+import { decideSecurity, decisionEssence, grantsNothing, type SecurityDecision } from './security-grant.ts';
 
 /** A slot this node should run: slot `slot` of pod `pod`, under lease epoch `leaseEpoch` (0 when pinned). */
 export interface DesiredSlot {
@@ -128,6 +130,11 @@ export interface PodAgentOptions {
   readonly explainPlacement?: (pod: Pod) => string | undefined;
   readonly portRange?: PortRange;
   readonly tuning?: Partial<PodAgentTuning>;
+  /**
+   * This node's policy, as read from its file (the operator's half of the double opt-in); read at every
+   * reconcile, so a reloaded policy applies to the next one. Default: no policy, nothing allowed.
+   */
+  readonly nodePolicy?: () => LoadedNodePolicy;
 }
 
 export interface ContainerView {
@@ -198,6 +205,8 @@ interface Target {
   revision: string;
   spec: PodSpec;
   specHash: string;
+  /** Absent when the pod asks for nothing beyond the default sandbox. */
+  security?: SecurityDecision;
 }
 
 interface ActiveRun {
@@ -466,14 +475,24 @@ export class PodAgent {
       this.log.error('stored pod unreadable', { pod: d.pod, error: describeError(err) });
       return undefined;
     }
+    const security = this.securityOf(pod.spec);
     return {
       pod: d.pod,
       slot: d.slot,
       leaseEpoch: d.leaseEpoch,
       revision: specRevision(m) ?? m.revision ?? '?',
       spec: pod.spec,
-      specHash: runtimeSpecHash(pod.spec),
+      specHash: runtimeSpecHash(pod.spec, security),
+      ...(security === undefined ? {} : { security }),
     };
+  }
+
+  /** The double opt-in for the pod on this node; undefined when it asks for nothing (the default sandbox). */
+  private securityOf(spec: PodSpec): SecurityDecision | undefined {
+    if (spec.security === undefined) return undefined;
+    const policy = this.opts.nodePolicy?.() ?? emptyNodePolicy('(no node policy configured)');
+    const decision = decideSecurity(spec.security, policy);
+    return 'granted' in decision && grantsNothing(decision.granted) ? undefined : decision;
   }
 
   private unit(pod: string, slot: number): Unit {
@@ -635,6 +654,7 @@ export class PodAgent {
       spec: t.spec,
       podDir: this.files.podDir(u.key),
       logDir: this.files.logDir(u.key),
+      ...(t.security === undefined ? {} : { security: t.security }),
     };
     const outputs: Record<string, StepOutput> = {};
     let active: ActiveRun | undefined;
@@ -1053,12 +1073,17 @@ export function specRevision(m: Materialized): string | undefined {
   return undefined;
 }
 
-/** Hash of what a running slot is made of: a change restarts it; replicas or placement do not. */
-export function runtimeSpecHash(spec: PodSpec): string {
+/**
+ * Hash of what a running slot is made of: a change restarts it; replicas or placement do not. With a
+ * security decision (the pod asks for a relaxation), what the node grants or refuses is part of it: a
+ * policy change that grants or withdraws something restarts the slot (a refused one starts at once).
+ */
+export function runtimeSpecHash(spec: PodSpec, security?: SecurityDecision): string {
   const relevant = {
     containers: spec.containers,
     restartPolicy: spec.restartPolicy,
     ...(spec.security === undefined ? {} : { security: spec.security }),
+    ...(security === undefined ? {} : { grant: decisionEssence(security) }),
   };
   return createHash('sha256')
     .update(canonicalJson(relevant as unknown as JsonValue))

@@ -25,6 +25,7 @@ import {
   type RestoreInput,
 } from './pod-steps.ts';
 import { PortAllocator } from './port-allocator.ts';
+import { decideSecurity } from './security-grant.ts';
 
 function pod(yaml: string): Pod {
   return parsePodSpec(`kind: Pod\nname: web\nspec:\n${yaml}`, 'web.yaml');
@@ -105,7 +106,12 @@ function handle(container: string): ContainerHandle {
 async function run(
   p: Pod,
   driver: RuntimeDriver,
-  opts: { state?: PodRunState; healthTimeoutMs?: number; alloc?: PortAllocator } = {},
+  opts: {
+    state?: PodRunState;
+    healthTimeoutMs?: number;
+    alloc?: PortAllocator;
+    security?: PodRunInput['security'];
+  } = {},
 ) {
   const alloc =
     opts.alloc ??
@@ -131,6 +137,7 @@ async function run(
     spec: p.spec,
     podDir: '/pods/web.0',
     logDir: '/logs/web.0',
+    ...(opts.security === undefined ? {} : { security: opts.security }),
   };
   const runner = new GraphRunner(buildStepGraph(steps), {
     clock: systemClock,
@@ -349,4 +356,72 @@ test('a restore run adopts the recorded containers and ports, or says which cont
     state: newRunState({}, { restore: restore({ app: 'app/run/state.json' }, false) }),
   });
   assert.match(half.result.failures[0]?.error ?? '', /daemon stopped while the pod was starting/);
+});
+
+test('security.grant: nothing asked starts the default sandbox, with no security in the start request', async () => {
+  const f = fakeDriver();
+  const { result } = await run(
+    pod(`  containers:\n    - name: app\n      command: [sleep, "1"]\n`),
+    f.driver,
+  );
+  assert.equal(result.reachedGoal, true);
+  assert.equal(result.states['security.grant'], 'done');
+  assert.equal('security' in (f.started[0] ?? {}), false, 'the default launch is unchanged');
+});
+
+test('security.grant: a refusal fails the step before anything starts, with the message and both ways out', async () => {
+  const f = fakeDriver();
+  const p = pod(
+    `  security: { hostPaths: [{ path: /srv/data }] }\n  containers:\n    - name: app\n      command: [sleep, "1"]\n`,
+  );
+  const security = decideSecurity(p.spec.security, {
+    policy: {},
+    file: '/etc/meshd/policy.yaml',
+    exists: true,
+  });
+  const { result } = await run(p, f.driver, { security });
+  assert.equal(result.states['security.grant'], 'failed');
+  assert.equal(result.states['process.start'], 'dependency-failed');
+  assert.equal(f.started.length, 0, 'nothing started');
+  assert.equal(
+    result.failures.find((x) => x.step === 'security.grant')?.error,
+    "pod asks for hostPath /srv/data (read-write) but this node's policy (/etc/meshd/policy.yaml) does not allow it; the node operator can add `hostPaths: [{ path: /srv/data }]` to it — Either the node operator allows it in /etc/meshd/policy.yaml and restarts meshd (or sends it SIGHUP), or the pod stops asking for it in spec.security.",
+  );
+});
+
+test('security.grant: what is granted reaches the driver, checked against the host', async () => {
+  const f = fakeDriver();
+  const p = pod(
+    `  security: { devices: [/dev/null], capabilities: [NET_BIND_SERVICE], hostPaths: [{ path: /usr/share, readOnly: true }] }\n  containers:\n    - name: app\n      command: [sleep, "1"]\n`,
+  );
+  const security = decideSecurity(p.spec.security, {
+    policy: { devices: ['/dev/null'], capabilities: ['CAP_NET_BIND_SERVICE'], hostPaths: [{ path: '/usr' }] },
+    file: '/etc/meshd/policy.yaml',
+    exists: true,
+  });
+  const { result } = await run(p, f.driver, { security });
+  assert.equal(result.reachedGoal, true, JSON.stringify(result.failures));
+  assert.deepEqual(f.started[0]?.security, {
+    hostPaths: [{ path: '/usr/share', source: '/usr/share', readOnly: true }],
+    devices: ['/dev/null'],
+    capabilities: ['CAP_NET_BIND_SERVICE'],
+  });
+
+  const missing = pod(
+    `  security: { devices: [/dev/nope] }\n  containers:\n    - name: app\n      command: [sleep, "1"]\n`,
+  );
+  const g = fakeDriver();
+  const { result: failed } = await run(missing, g.driver, {
+    security: decideSecurity(missing.spec.security, {
+      policy: { devices: ['/dev/nope'] },
+      file: '/p.yaml',
+      exists: true,
+    }),
+  });
+  assert.equal(failed.states['security.grant'], 'failed');
+  assert.match(
+    failed.failures[0]?.error ?? '',
+    /device \/dev\/nope does not exist on this node — Load the driver/,
+  );
+  assert.equal(g.started.length, 0);
 });

@@ -1,4 +1,4 @@
-// Built-in pod lifecycle steps over a RuntimeDriver: host ports, sandbox check, container start, health probe.
+// Built-in pod lifecycle steps over a RuntimeDriver: host ports, security grant, sandbox check, container start, health probe.
 //
 // Each run of a pod slot gets fresh step definitions bound to its PodRunState (no state outlives a
 // run here). A run can also *restore* instead of start: after a daemon restart the steps take over
@@ -7,18 +7,27 @@
 import { connect } from 'node:net';
 import type { StepDefinition, StepOutput } from '../lifecycle/step-graph.ts';
 import { NETWORK_TARGET, RUNNING_TARGET, SANDBOX_TARGET } from '../lifecycle/step-graph.ts';
-import type { ContainerHandle, ContainerLimits, ContainerStatus, RuntimeDriver } from '../runtime/driver.ts';
+import type {
+  ContainerHandle,
+  ContainerLimits,
+  ContainerStatus,
+  RuntimeDriver,
+  SandboxRelaxations,
+} from '../runtime/driver.ts';
 import type { Clock } from '../shared/clock.ts';
 import { describeError, MeshdError } from '../shared/errors.ts';
 import { type ContainerSpec, type PodSpec, parseCpu, parseMemory, portEnvName } from '../state/pod-spec.ts';
 import type { PortAllocator } from './port-allocator.ts';
+import { describeGrant, refusalError, resolveGrant, type SecurityDecision } from './security-grant.ts';
 
 export const PORTS_ALLOCATE = 'ports.allocate';
+export const SECURITY_GRANT = 'security.grant';
 export const SANDBOX_PREPARE = 'sandbox.prepare';
 export const PROCESS_START = 'process.start';
 export const HEALTH_CHECK = 'health.check';
 export const BUILTIN_POD_STEPS: readonly string[] = Object.freeze([
   PORTS_ALLOCATE,
+  SECURITY_GRANT,
   SANDBOX_PREPARE,
   PROCESS_START,
   HEALTH_CHECK,
@@ -42,6 +51,11 @@ export interface PodRunInput {
   spec: PodSpec;
   podDir: string;
   logDir: string;
+  /**
+   * The double opt-in for `spec.security` on this node (security-grant.ts), decided when the run was
+   * planned; absent when the pod asks for nothing beyond the default sandbox.
+   */
+  security?: SecurityDecision;
 }
 
 /** What a restore run takes over instead of starting. */
@@ -62,6 +76,8 @@ export interface PodRunState {
   ports: Record<string, number>;
   /** Started (or adopted) containers, by name. */
   readonly handles: Map<string, ContainerHandle>;
+  /** What security.grant granted, checked against the host; undefined: the default sandbox. */
+  relax: SandboxRelaxations | undefined;
   /** Starts not yet returned: a stop waits for them so nothing they start is left behind. */
   readonly pending: Set<Promise<unknown>>;
   /** Set for a re-adoption run. */
@@ -89,6 +105,7 @@ export function newRunState(
     preferredPorts,
     ports: {},
     handles: new Map(),
+    relax: undefined,
     pending: new Set(),
     ...(extra.restore === undefined ? {} : { restore: extra.restore }),
     ...(extra.onHandle === undefined ? {} : { onHandle: extra.onHandle }),
@@ -124,6 +141,26 @@ export function builtinPodSteps(opts: PodStepsOptions, run: PodRunState): StepDe
       },
       stop: async (ctx) => {
         opts.ports.release((ctx.spec as PodRunInput).unit);
+      },
+    },
+    {
+      name: SECURITY_GRANT,
+      source: 'built-in',
+      description: "grant what spec.security asks for if this node's policy allows it (double opt-in)",
+      requiredBy: [SANDBOX_TARGET],
+      start: async (ctx) => {
+        const input = ctx.spec as PodRunInput;
+        if (run.restore !== undefined) return run.restore.outputs[SECURITY_GRANT];
+        const decision = input.security;
+        if (decision === undefined) return { granted: 'nothing (the default sandbox)' };
+        if ('refused' in decision) throw withHint(refusalError(decision));
+        try {
+          const relax = await resolveGrant(decision.granted);
+          run.relax = Object.keys(relax).length === 0 ? undefined : relax;
+        } catch (err) {
+          throw withHint(err);
+        }
+        return { granted: describeGrant(decision.granted) };
       },
     },
     {
@@ -176,6 +213,7 @@ export function builtinPodSteps(opts: PodStepsOptions, run: PodRunState): StepDe
               podName: input.pod,
               slot: input.slot,
               node: input.node,
+              ...(run.relax === undefined ? {} : { security: run.relax }),
             })
             .then((h) => {
               run.handles.set(c.name, h);

@@ -23,6 +23,35 @@ export interface ContainerLimits {
   tmpBytes?: number;
 }
 
+/** A host path bound into the sandbox: a granted `security.hostPaths` entry. */
+export interface HostPathMount {
+  /** Where the pod sees it: the path it asked for. */
+  readonly path: string;
+  /** The host path bound there: `path` with symlinks resolved, as checked against the node policy. */
+  readonly source: string;
+  readonly readOnly: boolean;
+}
+
+/**
+ * Relaxations of the default sandbox. Each one was asked for by the pod (`spec.security`) AND allowed by
+ * the node operator's policy: the double opt-in is decided before the driver (src/daemon/security-grant.ts);
+ * the driver applies what it is given. Absent or empty: the default sandbox, unchanged.
+ */
+export interface SandboxRelaxations {
+  /** Recorded only: the sandbox shares the host network namespace today anyway (see sandbox-args.ts). */
+  readonly hostNetwork?: boolean;
+  readonly hostPaths?: readonly HostPathMount[];
+  /** Device nodes bound at the same path (`/dev/fuse`). */
+  readonly devices?: readonly string[];
+  /** Canonical names (`CAP_NET_BIND_SERVICE`), kept by the sandbox user in the pod's own user namespace. */
+  readonly capabilities?: readonly string[];
+  /**
+   * No bubblewrap at all: the command runs as the sandbox user under its supervisor, in its cgroup, with
+   * the sandbox's cleared environment. Host paths and devices are then simply the host's own.
+   */
+  readonly unsandboxed?: boolean;
+}
+
 export interface StartRequest {
   podKey: string;
   /** The pod's data dir; each container gets `<podDir>/<name>/work` as its writable cwd. */
@@ -41,6 +70,8 @@ export interface StartRequest {
   slot?: number;
   /** MESHD_NODE: the node running the container. */
   node?: string;
+  /** Granted relaxations; absent for the default sandbox (the launch is then exactly as without it). */
+  security?: SandboxRelaxations;
 }
 
 /** Enough to find, check and signal a running container after a daemon restart. */

@@ -181,8 +181,8 @@ function describe(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
-/** Collects issues; one per validation run (never shared). */
-class Issues {
+/** Collects issues; one per validation run (never shared). Other strict file formats reuse it. */
+export class Issues {
   readonly list: SpecIssue[] = [];
   add(path: Path, message: string, at?: 'key'): undefined {
     this.list.push(at === undefined ? { path, message } : { path, message, at });
@@ -462,7 +462,11 @@ function checkContainer(v: unknown, path: Path, is: Issues): ContainerSpec | und
   return { name, command, ...c };
 }
 
-function checkSecurity(v: unknown, path: Path, is: Issues): SecuritySpec | undefined {
+/**
+ * The security fields (`hostNetwork`, `hostPaths`, `devices`, `capabilities`, `unsandboxed`) at `path`.
+ * A pod's `spec.security` and a node's policy file share this shape: one asks, the other allows.
+ */
+export function checkSecurity(v: unknown, path: Path, is: Issues): SecuritySpec | undefined {
   const o = mapping(v, path, is, ['hostNetwork', 'hostPaths', 'devices', 'capabilities', 'unsandboxed']);
   if (o === undefined) return undefined;
   const out: SecuritySpec = {};
@@ -747,20 +751,35 @@ function issueLine(file: string, i: Located): string {
   return `${where} ${i.path.length === 0 ? '(top level)' : formatPath(i.path)}: ${i.message}`;
 }
 
+/** How `parseYamlFile` names and explains one kind of strict YAML file (a pod spec, a node policy). */
+export interface YamlFileKind<T> {
+  /** What the file holds, in messages: "pod spec". */
+  readonly what: string;
+  /** Error codes are `<prefix>_TOO_LARGE`, `_SYNTAX`, `_EMPTY` and `_INVALID`. */
+  readonly codePrefix: string;
+  readonly maxBytes: number;
+  readonly tooLargeHint: string;
+  /** Said of a second document (`---`) in the file. */
+  readonly oneDocument: string;
+  /** What an empty file means: a value, or an error with this hint. */
+  readonly empty: { readonly value: T } | { readonly hint: string };
+  /** The next step once the listed fields are fixed: "apply it again". */
+  readonly afterFix: string;
+  /** Returns the value, or undefined; every problem goes to `is` (with its field path). */
+  readonly validate: (value: unknown, is: Issues) => T | undefined;
+}
+
 /**
- * Parses and validates a pod spec file (YAML, or JSON, which YAML 1.2 reads). Throws ValidationError
- * naming the file, every offending field path with line:col, what was expected and a suggestion.
+ * Parses and validates a strict YAML (or JSON, which YAML 1.2 reads) file. Throws ValidationError naming
+ * the file, every offending field path with line:col, what was expected and a suggestion.
  */
-export function parsePodSpec(text: string, file: string): Pod {
+export function parseYamlFile<T>(text: string, file: string, kind: YamlFileKind<T>): T {
   const bytes = Buffer.byteLength(text, 'utf8');
-  if (bytes > maxSpecBytes) {
+  if (bytes > kind.maxBytes) {
     throw new ValidationError(
-      'E_SPEC_TOO_LARGE',
-      `${file} is ${bytes} bytes; a pod spec may be at most ${maxSpecBytes} bytes`,
-      {
-        hint: 'Keep large data out of the spec: put it in a file on the host (security.hostPaths) or fetch it at start.',
-        details: { file, path: '', bytes, limit: maxSpecBytes },
-      },
+      `${kind.codePrefix}_TOO_LARGE`,
+      `${file} is ${bytes} bytes; a ${kind.what} may be at most ${kind.maxBytes} bytes`,
+      { hint: kind.tooLargeHint, details: { file, path: '', bytes, limit: kind.maxBytes } },
     );
   }
   const lc = new LineCounter();
@@ -768,14 +787,11 @@ export function parsePodSpec(text: string, file: string): Pod {
   if (doc.errors.length > 0) {
     const lines = doc.errors.map((e) => {
       const pos = lc.linePos(e.pos[0]);
-      const msg =
-        e.code === 'MULTIPLE_DOCS'
-          ? 'more than one document (`---`): give one pod per file'
-          : e.message.split('\n')[0];
+      const msg = e.code === 'MULTIPLE_DOCS' ? kind.oneDocument : e.message.split('\n')[0];
       return { line: pos.line, column: pos.col, text: `${file}:${pos.line}:${pos.col} syntax error: ${msg}` };
     });
     const first = lines[0] as { line: number; column: number };
-    throw new ValidationError('E_SPEC_SYNTAX', lines.map((l) => l.text).join('\n'), {
+    throw new ValidationError(`${kind.codePrefix}_SYNTAX`, lines.map((l) => l.text).join('\n'), {
       hint: `Fix the syntax of ${file} at line ${first.line}, column ${first.column} (check indentation, quotes and brackets).`,
       details: { file, path: '', line: first.line, column: first.column, issues: lines },
     });
@@ -784,27 +800,30 @@ export function parsePodSpec(text: string, file: string): Pod {
   try {
     value = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
-    throw new ValidationError('E_SPEC_SYNTAX', `${file}: ${(err as Error).message}`, {
+    throw new ValidationError(`${kind.codePrefix}_SYNTAX`, `${file}: ${(err as Error).message}`, {
       hint: `Expand the YAML aliases in ${file}.`,
       details: { file, path: '' },
       cause: err,
     });
   }
   if (value === null || value === undefined) {
-    throw new ValidationError('E_SPEC_EMPTY', `${file} is empty`, {
-      hint: 'A pod spec needs kind: Pod, name and spec.containers.',
+    if ('value' in kind.empty) return kind.empty.value;
+    throw new ValidationError(`${kind.codePrefix}_EMPTY`, `${file} is empty`, {
+      hint: kind.empty.hint,
       details: { file, path: '' },
     });
   }
-  const result = validatePod(value);
-  if (result.pod !== undefined) return result.pod;
-  const located = result.issues.map((i) => locate(doc, lc, i));
+  const is = new Issues();
+  const result = kind.validate(value, is);
+  if (result !== undefined && is.list.length === 0) return result;
+  const issues: SpecIssue[] = is.list.length > 0 ? is.list : [{ path: [], message: `invalid ${kind.what}` }];
+  const located = issues.map((i) => locate(doc, lc, i));
   located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
   const first = located[0] as Located;
   const n = located.length;
-  const message = `${file}: ${n} problem${n === 1 ? '' : 's'} in the pod spec:\n${located.map((i) => `  ${issueLine(file, i)}`).join('\n')}`;
-  throw new ValidationError('E_SPEC_INVALID', message, {
-    hint: `Fix the field${n === 1 ? '' : 's'} listed in ${file} and apply it again.`,
+  const message = `${file}: ${n} problem${n === 1 ? '' : 's'} in the ${kind.what}:\n${located.map((i) => `  ${issueLine(file, i)}`).join('\n')}`;
+  throw new ValidationError(`${kind.codePrefix}_INVALID`, message, {
+    hint: `Fix the field${n === 1 ? '' : 's'} listed in ${file} and ${kind.afterFix}.`,
     details: {
       file,
       path: formatPath(first.path),
@@ -816,6 +835,30 @@ export function parsePodSpec(text: string, file: string): Pod {
       })),
     },
   });
+}
+
+const podSpecFile: YamlFileKind<Pod> = {
+  what: 'pod spec',
+  codePrefix: 'E_SPEC',
+  maxBytes: maxSpecBytes,
+  tooLargeHint:
+    'Keep large data out of the spec: put it in a file on the host (security.hostPaths) or fetch it at start.',
+  oneDocument: 'more than one document (`---`): give one pod per file',
+  empty: { hint: 'A pod spec needs kind: Pod, name and spec.containers.' },
+  afterFix: 'apply it again',
+  validate: (value, is) => {
+    const pod = checkPod(value, is);
+    if (pod === undefined && is.list.length === 0) is.add([], 'invalid pod');
+    return pod;
+  },
+};
+
+/**
+ * Parses and validates a pod spec file (YAML, or JSON, which YAML 1.2 reads). Throws ValidationError
+ * naming the file, every offending field path with line:col, what was expected and a suggestion.
+ */
+export function parsePodSpec(text: string, file: string): Pod {
+  return parseYamlFile(text, file, podSpecFile);
 }
 
 // ---- stored form ------------------------------------------------------------------------------------

@@ -329,6 +329,36 @@ export async function pidsCurrent(cg: Pick<ContainerCgroup, 'dirs'>): Promise<nu
 }
 
 /**
+ * SIGKILLs every task still in the container's cgroup leaves, in a few rounds (a fork in flight shows up
+ * in the next one); `exclude` (the caller) is never signalled. Returns how many were signalled. This is
+ * how an unsandboxed container — without a pid namespace to end it — is ended whole.
+ */
+export async function killCgroupTasks(
+  dirs: readonly string[],
+  clock: Clock,
+  exclude: number = process.pid,
+): Promise<number> {
+  let killed = 0;
+  for (let round = 0; round < 5; round++) {
+    const pids = new Set<number>();
+    for (const dir of new Set(dirs)) {
+      const text = await readFile(posix.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+      for (const line of text.split('\n')) if (line.trim() !== '') pids.add(Number(line));
+    }
+    pids.delete(exclude);
+    if (pids.size === 0) break;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed++;
+      } catch {}
+    }
+    await new Promise<void>((r) => clock.setTimeout(r, 20));
+  }
+  return killed;
+}
+
+/**
  * Removes the container's leaves (retrying while exiting tasks drain) and then the pod level if it is
  * empty. Returns the leaves that could not be removed.
  */

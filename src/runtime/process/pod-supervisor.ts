@@ -5,9 +5,15 @@
 //
 // One supervisor per container (a pod of three containers has three): a crash stays with its container.
 // Run as `node pod-supervisor.ts <launch.json>`.
+//
+// An unsandboxed container (double opt-in only) runs without bwrap: a small `sh` gate (its own session
+// and process group) waits until the supervisor has put it into the cgroup, then execs the command.
+// With no pid namespace to end it, the supervisor kills the process group and every task left in the
+// cgroup when the main process ends, as the sandbox's pid namespace would.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type { Clock, TimerHandle } from '../../shared/clock.ts';
@@ -18,6 +24,7 @@ import {
   type ContainerCgroup,
   cgroupDirs,
   createContainerCgroup,
+  killCgroupTasks,
   oomKillCount,
   probeCgroupLayout,
   removeContainerCgroup,
@@ -26,7 +33,7 @@ import { delay, liveClock } from './live-clock.ts';
 import { readChildren, readProcStat, signalIfSame } from './proc-stat.ts';
 import { backoffDelayMs, type ExitInfo, isCleanExit, shouldRestart } from './restart-policy.ts';
 import { RotatingLog } from './rotating-log.ts';
-import { bwrapArgv, encodeArgs, type SupervisorFds } from './sandbox-args.ts';
+import { bwrapArgv, encodeArgs, GATE_NAME, type SupervisorFds } from './sandbox-args.ts';
 import { buildSeccompProgram } from './seccomp-filter.ts';
 import {
   type LaunchSpec,
@@ -60,6 +67,17 @@ export function describeSandboxFailure(stderr: string): string | undefined {
   return undefined;
 }
 
+/** The reason an unsandboxed container's gate could not exec the command, from the gate's stderr. */
+export function describeGateFailure(stderr: string): string | undefined {
+  for (const line of stderr.split('\n')) {
+    const m = new RegExp(`^${GATE_NAME}: \\d+: exec: (.+): (.+)$`).exec(line);
+    if (m === null) continue;
+    const [, cmd, why] = m;
+    return why === 'not found' ? `exec: ${cmd}: not found` : `exec: ${cmd}: ${why?.toLowerCase()}`;
+  }
+  return undefined;
+}
+
 /** Exit code as bwrap reports it (128 + n for signal n) to {code, signal}. */
 export function exitFromBwrap(code: number | null, signal: NodeJS.Signals | null): ExitInfo {
   if (signal !== null) return { code, signal };
@@ -72,7 +90,10 @@ export function exitFromBwrap(code: number | null, signal: NodeJS.Signals | null
 
 interface Run {
   child: ChildProcess;
+  /** bwrap's pid; for an unsandboxed run, the gate's (then the command's: exec keeps the pid). */
   bwrapPid: number;
+  /** Unsandboxed: no pid namespace, so the process group and the cgroup are what is killed. */
+  gated: boolean;
   initPid: number;
   initStartTime: number;
   containerPid: number;
@@ -230,11 +251,23 @@ export class ContainerSupervisor {
   }
 
   private async killRun(run: Run): Promise<void> {
+    if (run.gated) return this.killGated(run);
     if (run.done) return;
     // SIGKILL to the pid namespace's init makes the kernel kill every process in the namespace.
     if (run.initPid > 0) await signalIfSame(run.initPid, run.initStartTime, 'SIGKILL');
     // bwrap is our own child and not yet reaped (run.done is false), so its pid is still ours.
     if (!run.done) run.child.kill('SIGKILL');
+  }
+
+  /** Kills an unsandboxed run: its process group (the gate called setsid), then every task of its cgroup. */
+  private async killGated(run: Run): Promise<void> {
+    if (run.bwrapPid > 0) {
+      try {
+        process.kill(-run.bwrapPid, 'SIGKILL');
+      } catch {}
+    }
+    // A task that left the group (its own setsid) is still in the cgroup.
+    if (this.cgroup !== undefined) await killCgroupTasks(cgroupDirs(this.cgroup), this.clock);
   }
 
   private sleep(ms: number): Promise<void> {
@@ -277,6 +310,7 @@ export class ContainerSupervisor {
 
   private async runOnce(seccomp: Buffer): Promise<RunResult> {
     const launch = this.launch;
+    if (launch.unsandboxed !== undefined) return this.runGatedOnce(launch.unsandboxed);
     if (this.cgroup !== undefined) this.oomSeen = (await oomKillCount(this.cgroup)) ?? 0;
     const spawnedAt = this.clock.now();
     const child = spawn(launch.bwrapPath, bwrapArgv(FDS, launch.command), {
@@ -293,6 +327,7 @@ export class ContainerSupervisor {
     const run: Run = {
       child,
       bwrapPid: child.pid ?? 0,
+      gated: false,
       initPid: 0,
       initStartTime: 0,
       containerPid: 0,
@@ -358,6 +393,110 @@ export class ContainerSupervisor {
     }
     const failure = run.execConfirmed ? undefined : describeSandboxFailure(run.earlyStderr);
     return { exit, ranMs, failure };
+  }
+
+  /**
+   * One run of an unsandboxed container: the gate, in its own session, joins the cgroup while it waits
+   * on fd 3, then execs the command in place. Ends when the command exits; what it left behind is killed.
+   */
+  private async runGatedOnce(gate: NonNullable<LaunchSpec['unsandboxed']>): Promise<RunResult> {
+    const launch = this.launch;
+    if (this.cgroup !== undefined) this.oomSeen = (await oomKillCount(this.cgroup)) ?? 0;
+    const spawnedAt = this.clock.now();
+    const [program, ...args] = launch.command;
+    const child = spawn(program ?? '/bin/sh', args, {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      env: gate.env,
+      cwd: gate.cwd,
+      detached: true,
+      ...(launch.hostUid === undefined ? {} : { uid: launch.hostUid }),
+      ...(launch.hostGid === undefined ? {} : { gid: launch.hostGid }),
+    });
+    // 'exit', not 'close': a process the command left in the background may hold its stdout open.
+    const exited = new Promise<ExitInfo & { spawnError?: string }>((resolve) => {
+      child.once('error', (err) => resolve({ code: null, signal: null, spawnError: describeError(err) }));
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    const run: Run = {
+      child,
+      bwrapPid: child.pid ?? 0,
+      gated: true,
+      initPid: 0,
+      initStartTime: 0,
+      containerPid: 0,
+      containerStartTime: 0,
+      execConfirmed: false,
+      spawnedAt,
+      earlyStderr: '',
+      done: false,
+      exited,
+    };
+    this.run = run;
+    void exited.then(() => {
+      run.done = true;
+      this.killTimer?.cancel();
+    });
+    const [, out, err, goFd] = child.stdio as unknown as [null, Readable, Readable, Writable];
+    for (const s of [out, err, goFd]) s?.on('error', () => {});
+    out?.on('data', (chunk: Buffer) => this.writeLog(this.stdoutLog, chunk));
+    err?.on('data', (chunk: Buffer) => {
+      this.writeLog(this.stderrLog, chunk);
+      if (!run.execConfirmed && run.earlyStderr.length < EARLY_STDERR_MAX)
+        run.earlyStderr += chunk.toString('utf8');
+    });
+    const stat = run.bwrapPid > 0 ? await readProcStat(run.bwrapPid) : undefined;
+    if (stat !== undefined && !run.done) {
+      run.containerPid = stat.pid;
+      run.containerStartTime = stat.startTime;
+      if (this.cgroup !== undefined) {
+        const failed = await attachToCgroup(this.cgroup, stat.pid);
+        for (const f of failed) {
+          this.log.warn('cgroup attach failed', f);
+          if (!this.cgroup.missing.some((m) => m.controller === f.controller)) this.cgroup.missing.push(f);
+        }
+        if (failed.length > 0 && this.state.cgroup !== null) this.state.cgroup.missing = this.cgroup.missing;
+      }
+      goFd?.end(Buffer.from('go\n'));
+      await this.watchGateExec(run);
+    } else {
+      goFd?.destroy();
+    }
+    const exit = await exited;
+    await this.killGated(run);
+    const ranMs = this.clock.now() - spawnedAt;
+    if (exit.spawnError !== undefined) {
+      return { exit, ranMs, failure: `cannot run ${program}: ${exit.spawnError}` };
+    }
+    const failure = run.execConfirmed ? undefined : describeGateFailure(run.earlyStderr);
+    return { exit, ranMs, failure };
+  }
+
+  /** Waits until the gate has exec'd the command: its /proc cmdline is no longer the gate's. */
+  private async watchGateExec(run: Run): Promise<void> {
+    const gateCmdline = `${this.launch.command.join('\0')}\0`;
+    const deadline = this.clock.now() + EXEC_WATCH_MS;
+    while (!run.done && this.clock.now() < deadline) {
+      const cmdline = await readFile(`/proc/${run.containerPid}/cmdline`, 'utf8').catch(() => undefined);
+      // Gone already (a zombie's cmdline is empty): the exit and the gate's stderr tell the rest.
+      if (cmdline === undefined || cmdline === '') return;
+      if (cmdline !== gateCmdline) {
+        run.execConfirmed = true;
+        break;
+      }
+      await delay(this.clock, 2);
+    }
+    if (run.done) return;
+    if (!run.execConfirmed) this.log.warn('container exec not confirmed in time', { pid: run.containerPid });
+    run.execConfirmed = true;
+    this.state.state = this.stopRequested ? 'stopping' : 'running';
+    this.state.containerPid = run.containerPid;
+    this.state.containerStartTime = run.containerStartTime;
+    this.state.startLatencyMs = this.clock.now() - run.spawnedAt;
+    this.save();
+    this.log.info('container running unsandboxed', {
+      pid: run.containerPid,
+      startLatencyMs: this.state.startLatencyMs,
+    });
   }
 
   /** Moves bwrap and its pid-namespace init into the cgroup while both wait on the block fd. */

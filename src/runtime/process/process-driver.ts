@@ -1,5 +1,6 @@
 // The process driver: runs each container in a bubblewrap sandbox under its own detached supervisor,
-// and finds it again after a daemon restart by pid + process start time.
+// and finds it again after a daemon restart by pid + process start time. Relaxations granted by the double
+// opt-in (`StartRequest.security`) widen that sandbox, or for `unsandboxed` replace it by a cgroup-only gate.
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -23,7 +24,7 @@ import {
   SandboxUnavailableError,
   type StartRequest,
 } from '../driver.ts';
-import { probeCgroupLayout, removeContainerCgroup } from './cgroup-limits.ts';
+import { killCgroupTasks, probeCgroupLayout, removeContainerCgroup } from './cgroup-limits.ts';
 import { delay, liveClock } from './live-clock.ts';
 import { readLogLines } from './log-reader.ts';
 import { isSameProcess } from './proc-stat.ts';
@@ -34,6 +35,7 @@ import {
   checkContainerName,
   DEFAULT_TMP_BYTES,
   encodeArgs,
+  gateArgv,
   SANDBOX_GID,
   SANDBOX_UID,
   sandboxEnv,
@@ -130,8 +132,13 @@ export async function untraversableDir(path: string, uid: number, gid: number): 
   return undefined;
 }
 
-function specHash(launch: Pick<LaunchSpec, 'sandboxOptions' | 'command' | 'limits' | 'restart'>): string {
-  const json = JSON.stringify([launch.sandboxOptions, launch.command, launch.limits, launch.restart]);
+function specHash(
+  launch: Pick<LaunchSpec, 'sandboxOptions' | 'command' | 'limits' | 'restart' | 'unsandboxed'>,
+): string {
+  const parts: unknown[] = [launch.sandboxOptions, launch.command, launch.limits, launch.restart];
+  // Only an unsandboxed launch adds a part: every default launch keeps the hash it always had.
+  if (launch.unsandboxed !== undefined) parts.push(launch.unsandboxed);
+  const json = JSON.stringify(parts);
   return createHash('sha256').update(json).digest('hex').slice(0, 16);
 }
 
@@ -341,16 +348,27 @@ export class ProcessDriver implements RuntimeDriver {
       ...(req.node === undefined ? {} : { node: req.node }),
     });
     const paths = containerPaths(req.podDir, req.logDir, name);
-    const args = buildSandboxArgs({
-      command: req.container.command,
-      env,
-      hostname: name,
-      workDir: paths.workDir,
-      passwdFile: paths.passwdFile,
-      groupFile: paths.groupFile,
-      tmpBytes: req.limits.tmpBytes ?? DEFAULT_TMP_BYTES,
-    });
-    await this.checkSandbox();
+    const relax = req.security;
+    const unsandboxed = relax?.unsandboxed === true;
+    // Unsandboxed, the host's /tmp is shared: HOME is the container's own work dir instead.
+    if (unsandboxed) env.HOME = paths.workDir;
+    const args = unsandboxed
+      ? { options: [], command: gateArgv(req.container.command) }
+      : buildSandboxArgs({
+          command: req.container.command,
+          env,
+          hostname: name,
+          workDir: paths.workDir,
+          passwdFile: paths.passwdFile,
+          groupFile: paths.groupFile,
+          tmpBytes: req.limits.tmpBytes ?? DEFAULT_TMP_BYTES,
+          ...(relax === undefined ? {} : { relax }),
+        });
+    if (!unsandboxed) await this.checkSandbox();
+    if (this.root && !unsandboxed) {
+      // bwrap runs as the sandbox user: a host path it cannot reach would fail inside bwrap, less clearly.
+      for (const m of relax?.hostPaths ?? []) await this.checkReachable(dirname(m.source));
+    }
 
     const previous = await readState(paths.stateFile);
     if (
@@ -366,8 +384,11 @@ export class ProcessDriver implements RuntimeDriver {
         },
       );
     }
-    if (previous?.cgroup != null)
+    if (previous?.cgroup != null) {
+      // Left by a supervisor that died without its teardown: an unsandboxed container's tasks outlive it.
+      await killCgroupTasks(previous.cgroup.dirs, this.clock);
       await removeContainerCgroup(previous.cgroup.dirs, this.clock, { attempts: 1 });
+    }
 
     await this.layOut(req, paths);
     const launch: LaunchSpec = {
@@ -381,6 +402,7 @@ export class ProcessDriver implements RuntimeDriver {
       hostGid: this.root ? this.sandboxUser.gid : undefined,
       sandboxOptions: args.options,
       command: args.command,
+      ...(unsandboxed ? { unsandboxed: { cwd: paths.workDir, env } } : {}),
       limits: req.limits,
       restart: req.container.restart ?? 'always',
       backoff: this.backoff,
@@ -579,7 +601,11 @@ export class ProcessDriver implements RuntimeDriver {
       }
     }
     const after = await readState(handle.stateFile);
-    if (after?.cgroup != null) await removeContainerCgroup(after.cgroup.dirs, this.clock, { attempts: 20 });
+    if (after?.cgroup != null) {
+      // Nothing of a stopped container may run on: what a dead supervisor could not end is ended here.
+      await killCgroupTasks(after.cgroup.dirs, this.clock);
+      await removeContainerCgroup(after.cgroup.dirs, this.clock, { attempts: 20 });
+    }
     return this.status(handle);
   }
 
@@ -632,6 +658,7 @@ export class ProcessDriver implements RuntimeDriver {
         hint: 'Give the program and its arguments, e.g. ["cat", "/work/ready"].',
       });
     }
+    if (launch.unsandboxed !== undefined) return this.execUnsandboxed(launch, command, opts);
     await this.checkSandbox();
     return new Promise((resolveExec, reject) => {
       const child = spawn(launch.bwrapPath, ['--seccomp', '3', '--args', '4', '--', ...command], {
@@ -674,6 +701,62 @@ export class ProcessDriver implements RuntimeDriver {
       child.once('close', (code, sig) => {
         timer.cancel();
         opts.signal?.removeEventListener('abort', kill);
+        resolveExec({ exitCode: code, signal: sig, timedOut, output: output.trim() });
+      });
+    });
+  }
+
+  /**
+   * `exec` beside an unsandboxed container: as unsandboxed as the container itself (same user, cwd and
+   * environment), in its own process group, which is killed at `timeoutMs`.
+   */
+  private execUnsandboxed(
+    launch: LaunchSpec,
+    command: readonly string[],
+    opts: ExecOptions,
+  ): Promise<ExecResult> {
+    const gate = launch.unsandboxed as NonNullable<LaunchSpec['unsandboxed']>;
+    const [program, ...args] = command;
+    return new Promise((resolveExec, reject) => {
+      const child = spawn(program ?? '', args, {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: gate.env,
+        cwd: gate.cwd,
+        detached: true,
+        ...(launch.hostUid === undefined ? {} : { uid: launch.hostUid }),
+        ...(launch.hostGid === undefined ? {} : { gid: launch.hostGid }),
+      });
+      let output = '';
+      const keep = (chunk: Buffer) => {
+        output = (output + chunk.toString('utf8')).slice(-EXEC_OUTPUT_CHARS);
+      };
+      child.stdout?.on('data', keep);
+      child.stderr?.on('data', keep);
+      let timedOut = false;
+      const kill = () => {
+        timedOut = true;
+        if (child.pid !== undefined) signal(-child.pid, 'SIGKILL');
+      };
+      const timer = this.clock.setTimeout(kill, opts.timeoutMs);
+      opts.signal?.addEventListener('abort', kill, { once: true });
+      const done = () => {
+        timer.cancel();
+        opts.signal?.removeEventListener('abort', kill);
+      };
+      child.once('error', (err) => {
+        done();
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          resolveExec({
+            exitCode: 127,
+            signal: null,
+            timedOut: false,
+            output: `exec: ${program}: not found`,
+          });
+        } else
+          reject(new ProcessStartError('E_EXEC', `cannot run ${program}: ${err.message}`, { cause: err }));
+      });
+      child.once('close', (code, sig) => {
+        done();
         resolveExec({ exitCode: code, signal: sig, timedOut, output: output.trim() });
       });
     });

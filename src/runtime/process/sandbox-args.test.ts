@@ -7,9 +7,12 @@ import { ValidationError } from '../../shared/errors.ts';
 import {
   buildSandboxArgs,
   bwrapArgv,
+  canonicalCapability,
   checkContainerName,
   encodeArgs,
   etcReadOnly,
+  GATE_SCRIPT,
+  gateArgv,
   portEnvName,
   type SandboxPlan,
   sandboxEnv,
@@ -41,6 +44,8 @@ function parse(options: readonly string[]): [string, string[]][] {
     '--gid': 1,
     '--hostname': 1,
     '--cap-drop': 1,
+    '--cap-add': 1,
+    '--dev-bind': 2,
     '--ro-bind': 2,
     '--ro-bind-try': 2,
     '--bind': 2,
@@ -237,4 +242,90 @@ test('the supervisor argv puts its fds before --args and the command after --', 
     '-c',
     'echo hi',
   ]);
+});
+
+test('no relaxation (absent or empty) gives exactly the default sandbox options', () => {
+  const base = buildSandboxArgs(plan());
+  assert.deepEqual(buildSandboxArgs(plan({ relax: {} })), base);
+  assert.deepEqual(
+    buildSandboxArgs(plan({ relax: { hostPaths: [], devices: [], capabilities: [], hostNetwork: true } })),
+    base,
+    'hostNetwork adds nothing: the sandbox shares the host network today',
+  );
+  assert.ok(!base.options.includes('--cap-add'));
+  assert.ok(!base.options.includes('--dev-bind'));
+});
+
+test('granted host paths, devices and capabilities become binds and ambient capabilities, nothing more', () => {
+  const base = buildSandboxArgs(plan()).options;
+  const { options } = buildSandboxArgs(
+    plan({
+      relax: {
+        hostPaths: [
+          { path: '/srv/data', source: '/mnt/disk1/data', readOnly: true },
+          { path: '/srv/scratch', source: '/srv/scratch', readOnly: false },
+        ],
+        devices: ['/dev/fuse'],
+        capabilities: ['NET_BIND_SERVICE', 'CAP_SYS_TIME'],
+      },
+    }),
+  );
+  const opts = parse(options);
+  const at = (o: string, ...operands: string[]) =>
+    opts.findIndex(([k, v]) => k === o && operands.every((x, i) => v[i] === x));
+  assert.ok(at('--ro-bind', '/mnt/disk1/data', '/srv/data') >= 0, 'read-only bind of the resolved source');
+  assert.ok(at('--bind', '/srv/scratch', '/srv/scratch') >= 0, 'read-write bind');
+  assert.ok(
+    at('--dev-bind', '/dev/fuse', '/dev/fuse') > at('--dev', '/dev'),
+    'device after the minimal /dev',
+  );
+  assert.ok(at('--dev-bind', '/dev/fuse', '/dev/fuse') < at('--remount-ro', '/dev'));
+  const capDrop = at('--cap-drop', 'ALL');
+  assert.ok(at('--cap-add', 'CAP_NET_BIND_SERVICE') > capDrop, 'added after everything is dropped');
+  assert.ok(at('--cap-add', 'CAP_SYS_TIME') > capDrop);
+  assert.ok(
+    at('--ro-bind', '/mnt/disk1/data', '/srv/data') < at('--remount-ro', '/'),
+    'binds before the root goes read-only',
+  );
+  assert.ok(at('--uid', '65534') >= 0, 'still uid 65534: never root inside the pod');
+  // The defaults are all still there, in order: relaxations only add.
+  const isAdded = ([k, v]: [string, string[]]) =>
+    k === '--cap-add' ||
+    k === '--dev-bind' ||
+    ((k === '--ro-bind' || k === '--bind') && (v[1] === '/srv/data' || v[1] === '/srv/scratch'));
+  assert.equal(opts.filter(isAdded).length, 5);
+  assert.deepEqual(
+    opts.filter((o) => !isAdded(o)),
+    parse(base),
+  );
+});
+
+test('relaxations bwrap could misread are refused: unknown capability, relative or dotted paths, non-/dev devices', () => {
+  const bad = [
+    { capabilities: ['NET_BIND_SERVCE'] },
+    { devices: ['/etc/passwd'] },
+    { devices: ['/dev/../etc/shadow'] },
+    { hostPaths: [{ path: 'srv/data', source: '/srv/data', readOnly: true }] },
+    { hostPaths: [{ path: '/srv/data', source: '/srv/../etc', readOnly: true }] },
+    { hostPaths: [{ path: '/srv/\0data', source: '/srv/data', readOnly: false }] },
+  ];
+  for (const relax of bad) {
+    assert.throws(() => buildSandboxArgs(plan({ relax })), ValidationError, JSON.stringify(relax));
+  }
+  assert.equal(canonicalCapability('net_admin'), 'CAP_NET_ADMIN');
+  assert.equal(canonicalCapability('CAP_CHOWN'), 'CAP_CHOWN');
+});
+
+test('an unsandboxed command runs behind the gate: sh waits on fd 3, then execs the command in place', () => {
+  assert.deepEqual(gateArgv(['python3', '-c', 'print(1)']), [
+    '/bin/sh',
+    '-c',
+    GATE_SCRIPT,
+    'meshd-gate',
+    'python3',
+    '-c',
+    'print(1)',
+  ]);
+  assert.throws(() => gateArgv([]), ValidationError);
+  assert.throws(() => gateArgv(['a\0b']), ValidationError);
 });

@@ -9,8 +9,23 @@
 // Network: the sandbox shares the host network namespace for now (no --unshare-net): the node allocates
 // ports and passes them as PORT_<NAME>, and pods reach each other on 127.0.0.1. A per-pod network
 // namespace comes with the IPv6 pod networking of src/net.
+//
+// Relaxations (double opt-in, see SandboxRelaxations) add to this, never replace it:
+// - hostPaths: `--ro-bind`/`--bind` of the (symlink-resolved) host path at the path the pod asked for.
+// - devices: `--dev-bind` of that node only; the rest of /dev stays the minimal one.
+// - capabilities: `--cap-add CAP_X` after `--cap-drop ALL`. The pod stays uid 65534: bwrap 0.8 keeps added
+//   capabilities as ambient ones for a non-zero uid (measured: CapEff/CapAmb hold exactly them), so root
+//   inside the pod is never needed. They are capabilities of the pod's own user namespace: they act on what
+//   that namespace owns (its mounts, pids, ipc, hostname), not on the host network namespace it shares
+//   (NET_BIND_SERVICE does not allow ports below 1024 there) nor on host files of unmapped owners.
+// - hostNetwork: nothing to add. Known gap: every pod shares the host network namespace today, so a pod
+//   without hostNetwork is exactly as isolated as before (no worse) but not yet better; the grant is
+//   recorded so that the per-pod namespaces of src/net can withhold the host network from everyone else.
+// - unsandboxed: no bwrap at all (see `gateArgv`); only cgroup limits, the sandbox user and the cleared
+//   environment remain.
 
 import { ValidationError } from '../../shared/errors.ts';
+import type { SandboxRelaxations } from '../driver.ts';
 
 export const SANDBOX_UID = 65534;
 export const SANDBOX_GID = 65534;
@@ -130,6 +145,114 @@ export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
   return out;
 }
 
+/** Every Linux capability name bwrap knows (`capabilities(7)`, up to Linux 6.1), without `CAP_`. */
+export const LINUX_CAPABILITIES: readonly string[] = Object.freeze([
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'DAC_READ_SEARCH',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'SETGID',
+  'SETUID',
+  'SETPCAP',
+  'LINUX_IMMUTABLE',
+  'NET_BIND_SERVICE',
+  'NET_BROADCAST',
+  'NET_ADMIN',
+  'NET_RAW',
+  'IPC_LOCK',
+  'IPC_OWNER',
+  'SYS_MODULE',
+  'SYS_RAWIO',
+  'SYS_CHROOT',
+  'SYS_PTRACE',
+  'SYS_PACCT',
+  'SYS_ADMIN',
+  'SYS_BOOT',
+  'SYS_NICE',
+  'SYS_RESOURCE',
+  'SYS_TIME',
+  'SYS_TTY_CONFIG',
+  'MKNOD',
+  'LEASE',
+  'AUDIT_WRITE',
+  'AUDIT_CONTROL',
+  'SETFCAP',
+  'MAC_OVERRIDE',
+  'MAC_ADMIN',
+  'SYSLOG',
+  'WAKE_ALARM',
+  'BLOCK_SUSPEND',
+  'AUDIT_READ',
+  'PERFMON',
+  'BPF',
+  'CHECKPOINT_RESTORE',
+]);
+
+/** `NET_BIND_SERVICE`, `cap_net_bind_service` and `CAP_NET_BIND_SERVICE` all name `CAP_NET_BIND_SERVICE`. */
+export function canonicalCapability(name: string): string {
+  const upper = name.toUpperCase();
+  return upper.startsWith('CAP_') ? upper : `CAP_${upper}`;
+}
+
+/** An absolute path without `.`/`..` segments or NUL: what bwrap may bind, and nothing it could misread. */
+function checkMountPath(path: string, field: string): void {
+  checkNoNul(path, field);
+  if (!path.startsWith('/') || path.split('/').some((seg) => seg === '.' || seg === '..')) {
+    throw new ValidationError('E_SPEC_INVALID', `${field}: ${JSON.stringify(path)} is not an absolute path`, {
+      hint: 'Give an absolute path without . or .. segments.',
+      details: { path: field },
+    });
+  }
+}
+
+/** The bwrap options a relaxation adds, grouped by where they go in the command line. */
+function relaxationArgs(relax: SandboxRelaxations | undefined): {
+  caps: string[];
+  devs: string[];
+  binds: string[];
+} {
+  const caps: string[] = [];
+  const devs: string[] = [];
+  const binds: string[] = [];
+  if (relax === undefined) return { caps, devs, binds };
+  for (const name of relax.capabilities ?? []) {
+    const cap = canonicalCapability(name);
+    if (!LINUX_CAPABILITIES.includes(cap.slice(4))) {
+      throw new ValidationError(
+        'E_SPEC_INVALID',
+        `security.capabilities: ${JSON.stringify(name)} is not a Linux capability`,
+        {
+          hint: 'Name a capability of capabilities(7), e.g. NET_BIND_SERVICE.',
+          details: { path: 'security.capabilities' },
+        },
+      );
+    }
+    caps.push('--cap-add', cap);
+  }
+  for (const dev of relax.devices ?? []) {
+    checkMountPath(dev, 'security.devices');
+    if (!dev.startsWith('/dev/')) {
+      throw new ValidationError(
+        'E_SPEC_INVALID',
+        `security.devices: ${JSON.stringify(dev)} is not under /dev`,
+        {
+          hint: 'Give a device node path such as /dev/fuse.',
+          details: { path: 'security.devices' },
+        },
+      );
+    }
+    devs.push('--dev-bind', dev, dev);
+  }
+  for (const m of relax.hostPaths ?? []) {
+    checkMountPath(m.path, 'security.hostPaths.path');
+    checkMountPath(m.source, 'security.hostPaths.source');
+    binds.push(m.readOnly ? '--ro-bind' : '--bind', m.source, m.path);
+  }
+  return { caps, devs, binds };
+}
+
 export interface SandboxPlan {
   command: readonly string[];
   /** The complete environment (from `sandboxEnv`). */
@@ -141,6 +264,8 @@ export interface SandboxPlan {
   passwdFile: string | undefined;
   groupFile: string | undefined;
   tmpBytes: number;
+  /** Granted relaxations; absent (or empty) gives exactly the default sandbox's options. */
+  relax?: SandboxRelaxations;
 }
 
 export interface SandboxArgs {
@@ -170,6 +295,7 @@ export function buildSandboxArgs(plan: SandboxPlan): SandboxArgs {
       details: { path: 'limits.tmpBytes' },
     });
   }
+  const relax = relaxationArgs(plan.relax);
 
   const o: string[] = [
     // Namespaces. The network namespace is shared with the host (see the module comment).
@@ -188,6 +314,7 @@ export function buildSandboxArgs(plan: SandboxPlan): SandboxArgs {
     plan.hostname,
     '--cap-drop',
     'ALL',
+    ...relax.caps,
     // The supervisor is the parent: the container dies with it, never with the daemon.
     '--die-with-parent',
     // A new session: the container cannot push input into a terminal (TIOCSTI).
@@ -217,6 +344,7 @@ export function buildSandboxArgs(plan: SandboxPlan): SandboxArgs {
     '/proc',
     '--dev',
     '/dev',
+    ...relax.devs,
     '--size',
     String(plan.tmpBytes),
     '--tmpfs',
@@ -228,6 +356,8 @@ export function buildSandboxArgs(plan: SandboxPlan): SandboxArgs {
     '--bind',
     plan.workDir,
     SANDBOX_WORK_DIR,
+    // Host paths come last so that they, not the defaults, are what the pod sees at their paths.
+    ...relax.binds,
     '--chdir',
     SANDBOX_WORK_DIR,
     // /dev's own tmpfs would otherwise accept files; device nodes are separate binds and still work.
@@ -270,6 +400,29 @@ export function bwrapArgv(fds: SupervisorFds, command: readonly string[]): strin
     '--',
     ...command,
   ];
+}
+
+/**
+ * The script of an unsandboxed container's gate: `sh` waits on fd 3 until the supervisor has moved it
+ * into the container's cgroup, then execs the command in place (same pid). A failed exec prints
+ * `meshd-gate: 1: exec: CMD: not found` (dash) and exits 127.
+ */
+export const GATE_SCRIPT = 'read -r _ <&3; exec "$@" 3<&-';
+export const GATE_NAME = 'meshd-gate';
+
+/** argv of an unsandboxed container: `/bin/sh -c GATE_SCRIPT meshd-gate CMD ARGS...`. */
+export function gateArgv(command: readonly string[]): string[] {
+  const [program] = command;
+  if (program === undefined || program === '') {
+    throw new ValidationError('E_SPEC_INVALID', 'container command is empty', {
+      hint: 'Set command to the program and its arguments, e.g. ["python3", "-m", "http.server"].',
+      details: { path: 'container.command' },
+    });
+  }
+  command.forEach((arg, i) => {
+    checkNoNul(arg, `container.command[${i}]`);
+  });
+  return ['/bin/sh', '-c', GATE_SCRIPT, GATE_NAME, ...command];
 }
 
 /** NUL-terminated options, the format of `--args FD`. */

@@ -22,6 +22,12 @@ export interface LaunchSpec {
   /** bubblewrap options (through `--args`) and the command after `--`. */
   sandboxOptions: string[];
   command: string[];
+  /**
+   * Only for an unsandboxed container (double opt-in): `command` is the gate argv (`gateArgv` of
+   * sandbox-args.ts), run without bwrap in `cwd` with exactly `env`; `sandboxOptions` is empty.
+   * Absent from every default launch, which stays byte-identical.
+   */
+  unsandboxed?: { cwd: string; env: Record<string, string> };
   limits: ContainerLimits;
   restart: RestartPolicy;
   backoff: BackoffPolicy;
