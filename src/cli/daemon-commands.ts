@@ -104,12 +104,6 @@ const join: Command = {
     const dir = new DataDir(p.dataDir);
     const rememberDashboardPort = dashboardPortFlag(p);
     const rememberPolicy = policyFlag(p);
-    const running = dir.runningPid();
-    if (running !== undefined) {
-      throw new DaemonError('E_ALREADY_RUNNING', `meshd is already running on ${dir.path} (pid ${running})`, {
-        hint: 'Stop it first with `meshd down`, then run `meshd join` again (a rejoin keeps identity and pods).',
-      });
-    }
     const config = await joinMesh(dir, token ?? '', {
       nodeName: stringFlag(p, 'node-name'),
       listen: listFlag(p, 'listen'),

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { decodeJoinToken, type JoinToken } from '../mesh/join-token.ts';
-import { DataDirError, TokenError, ValidationError } from '../shared/errors.ts';
+import { DaemonError, DataDirError, TokenError, ValidationError } from '../shared/errors.ts';
 import { validateNodeName } from '../state/cluster-doc.ts';
 import { type DataDir, defaultListen, type NodeConfig } from './data-dir.ts';
 
@@ -74,6 +74,12 @@ export async function joinMesh(dir: DataDir, tokenText: string, opts: SetupOptio
         `${dir.path} already belongs to mesh "${existing.meshName}" (${existing.meshId}); the token is for mesh "${token.meshName}" (${token.meshId})`,
         { hint: 'Pick another --data-dir to join a second mesh, or run `meshd up` to use the existing one.' },
       );
+    }
+    const running = dir.runningPid();
+    if (running !== undefined) {
+      throw new DaemonError('E_ALREADY_RUNNING', `meshd is already running on ${dir.path} (pid ${running})`, {
+        hint: 'Stop it first with `meshd down`, then run `meshd join` again (a rejoin keeps identity and pods).',
+      });
     }
     // A member that missed a key rotation (offline while a machine was removed) comes back this way: a
     // fresh token carries the current key; its identity, document and pods stay as they are.

@@ -14,7 +14,7 @@ import { PSK_BYTES } from './pnet-key.ts';
 
 export interface KeyRotation {
   key: MeshKey;
-  /** Peer ids removed from the mesh by this rotation: never to be connected to again. */
+  /** Every peer id removed from the mesh that the rotating member knew of: never to be connected to again. */
   removed: string[];
   /** The member that rotated the key (and signed this message). */
   origin: string;
@@ -22,9 +22,9 @@ export interface KeyRotation {
   at: number;
 }
 
-/** Largest encoded rotation accepted: a key, a few removed peer ids and a signature fit in far less. */
-export const maxRotationBytes = 16 * 1024;
-const maxRemoved = 64;
+/** Largest encoded rotation accepted: a key, up to `maxRemoved` peer ids (~53 bytes each) and a signature. */
+export const maxRotationBytes = 64 * 1024;
+const maxRemoved = 512;
 const badHint =
   'The peer runs an incompatible or broken meshd; upgrade it, or remove it with `meshd node remove`.';
 

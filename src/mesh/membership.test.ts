@@ -114,7 +114,7 @@ test('a peer offline during the rotation comes back with the current key (what `
   assert.equal(a.node.isDenied(x.node.peerId), true);
 });
 
-test('two members rotating at the same epoch converge on one key', async (t) => {
+test('two members removing two machines at once converge on one key that neither removed machine holds', async (t) => {
   const { start } = peerGroup(t);
   const psk = newPsk();
   const a = await start({ name: 'a', psk, meshId });
@@ -127,15 +127,17 @@ test('two members rotating at the same epoch converge on one key', async (t) => 
     what: 'the mesh to form',
   });
   await Promise.all([a.node.rotateKey([x.node.peerId]), b.node.rotateKey([y.node.peerId])]);
+  // Each rotation went out before its author knew of the other removal, so the winning epoch-1 key may
+  // have reached the other removed peer: the members must end on a key neither removed peer holds.
+  const hex = (p: TestPeer) => Buffer.from(p.node.currentKey().psk).toString('hex');
   await waitFor(
-    () => {
-      const keys = [a, b, c].map((p) => Buffer.from(p.node.currentKey().psk).toString('hex'));
-      return keys.every((k) => k === keys[0]);
-    },
-    { timeoutMs: 10_000, what: 'a, b and c to settle on one epoch-1 key' },
+    () =>
+      hex(a) === hex(b) &&
+      hex(b) === hex(c) &&
+      hex(x) !== hex(a) &&
+      hex(y) !== hex(a) &&
+      [a, b, c].every((p) => p.node.isDenied(x.node.peerId) && p.node.isDenied(y.node.peerId)),
+    { timeoutMs: 15_000, what: 'a, b and c to settle on one key that neither x nor y holds, refusing both' },
   );
-  for (const p of [a, b, c]) {
-    assert.equal(p.node.currentKey().epoch, 1);
-    assert.ok(p.node.isDenied(x.node.peerId) && p.node.isDenied(y.node.peerId), `${p.name} refuses x and y`);
-  }
+  assert.ok(a.node.currentKey().epoch >= 1);
 });

@@ -174,8 +174,13 @@ export class MeshNode {
 
   private readonly opts: MeshNodeOptions;
   private readonly keyring: MeshKeyring;
-  /** Peers removed by a rotation this node saw (the document may not say so yet). */
+  /** Every removed peer this node knows of: from rotations it saw and from the document (`refuse`). */
   private readonly denied = new Set<string>();
+  /**
+   * The removals the author of the current key knew when it made it, when this node saw that rotation;
+   * undefined for a key read from disk. A removal outside it means the key may have reached that peer.
+   */
+  private keyRemoved: Set<string> | undefined;
   private readonly tuning: MeshTuning;
   private readonly names: MeshProtocols;
   private readonly libp2p: MeshLibp2p;
@@ -557,13 +562,15 @@ export class MeshNode {
     const current = this.keyring.current();
     const rotation: KeyRotation = {
       key: { psk: new Uint8Array(randomBytes(32)), epoch: current.epoch + 1 },
-      removed: [...removed],
+      // every removal this node knows, not only the new ones: see `keyRemoved`
+      removed: [...this.denied].sort(),
       origin: this.peerId,
       at: this.opts.clock.now(),
     };
     const message = await encodeKeyRotation(rotation, this.opts.privateKey, this.opts.meshId);
     await this.opts.persistKey?.(rotation.key);
     this.keyring.adopt(rotation.key);
+    this.keyRemoved = new Set(rotation.removed);
     this.log.info('mesh key rotated', { epoch: rotation.key.epoch, removed: rotation.removed });
     const sentTo = await this.sendRotation(message, undefined);
     return { key: rotation.key, sentTo };
@@ -635,27 +642,38 @@ export class MeshNode {
     }
     await this.refuse(rotation.removed);
     const current = this.keyring.current();
-    if (compareKeys(rotation.key, current) >= 0) {
+    if (compareKeys(rotation.key, current) < 0) {
+      try {
+        await this.opts.persistKey?.(rotation.key);
+      } catch (err) {
+        // without the key on disk the node would come back on the old one: stay on it, say so loudly
+        this.log.error('cannot store the rotated mesh key; staying on the old one', {
+          err: describeError(err),
+        });
+        return;
+      }
+      if (this.keyring.adopt(rotation.key)) {
+        this.keyRemoved = new Set(rotation.removed);
+        this.log.info('mesh key rotated', {
+          epoch: rotation.key.epoch,
+          by: rotation.origin,
+          via: from,
+          removed: rotation.removed,
+        });
+        await this.sendRotation(message, from);
+      }
+    } else {
       this.log.debug('key rotation already known or superseded', { peer: from, epoch: rotation.key.epoch });
-      return;
     }
-    try {
-      await this.opts.persistKey?.(rotation.key);
-    } catch (err) {
-      // without the key on disk the node would come back on the old one: stay on it, say so loudly
-      this.log.error('cannot store the rotated mesh key; staying on the old one', {
-        err: describeError(err),
-      });
-      return;
+    // Two removals at once: each rotation was sent before its author knew of the other removal, so the
+    // key that wins may have reached the other removed machine. Whoever sees that rotates once more, with
+    // every removal it knows; concurrent re-rotations converge like any others and each knows them all.
+    const covered = this.keyRemoved;
+    const uncovered = covered === undefined ? [] : [...this.denied].filter((id) => !covered.has(id));
+    if (uncovered.length > 0 && !this.stopped) {
+      this.log.info('rotating again: the current key predates a removal', { removed: uncovered });
+      await this.rotateKey([]);
     }
-    if (!this.keyring.adopt(rotation.key)) return;
-    this.log.info('mesh key rotated', {
-      epoch: rotation.key.epoch,
-      by: rotation.origin,
-      via: from,
-      removed: rotation.removed,
-    });
-    await this.sendRotation(message, from);
   }
 
   async stop(): Promise<void> {
