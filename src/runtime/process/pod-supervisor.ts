@@ -12,9 +12,11 @@
 // cgroup when the main process ends, as the sandbox's pid namespace would.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
+import { dirname } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Clock, TimerHandle } from '../../shared/clock.ts';
 import { describeError } from '../../shared/errors.ts';
@@ -283,9 +285,12 @@ export class ContainerSupervisor {
 
   private async setupCgroup(): Promise<void> {
     const layout = await probeCgroupLayout();
+    // Several nodes may share one host (tests, benchmarks, a second mesh): the pod's cgroup is named
+    // after its directory too, so stopping one node's copy can never touch another node's.
+    const owner = createHash('sha256').update(dirname(this.launch.stateFile)).digest('hex').slice(0, 10);
     const cg = await createContainerCgroup(
       layout,
-      { pod: this.launch.podKey, container: this.launch.container },
+      { pod: `${this.launch.podKey}-${owner}`, container: this.launch.container },
       this.launch.limits,
     );
     this.cgroup = cg;

@@ -190,7 +190,7 @@ test('a python http.server container answers on 127.0.0.1:PORT and runs with eve
     if (status.cgroup?.applied.pids !== undefined) {
       assert.match(
         readFileSync(`/proc/${h.pid}/cgroup`, 'utf8'),
-        new RegExp(`pids:.*/meshd/${p.podKey}/web$`, 'm'),
+        new RegExp(`pids:.*/meshd/${p.podKey}-[0-9a-f]{10}/web$`, 'm'),
       );
     }
   }
@@ -297,6 +297,21 @@ test('the pod outlives a SIGKILLed daemon with the same pid and no restart, and 
   assert.equal(stopped.state, 'stopped');
   assert.equal(stopped.supervisorAlive, false);
   assert.equal(await isSameProcess(h.pid, h.startTime), false);
+});
+
+test('two nodes on one host run the same pod slot: stopping one copy leaves the other running', async (t) => {
+  // As in a partition that heals: the losing node stops its copy of `guard.0` while the winner's runs on.
+  const one = pod(t);
+  const other = { ...pod(t), podKey: one.podKey };
+  const a = await startIn(one, 'app', ['sleep', '600'], { limits: { pids: 16 } });
+  const b = await startIn(other, 'app', ['sleep', '600'], { limits: { pids: 16 } });
+  const dirsOf = async (h: ContainerHandle) => (await readState(h.stateFile))?.cgroup?.dirs ?? [];
+  const theirs = new Set(await dirsOf(b));
+  const shared = (await dirsOf(a)).filter((d) => theirs.has(d));
+  assert.deepEqual(shared, [], 'each copy has cgroups of its own');
+  await one.driver.stop(a, 1000);
+  assert.equal(await isSameProcess(b.pid, b.startTime), true, "the other node's copy still runs");
+  assert.equal((await other.driver.status(b)).running, true);
 });
 
 test('a supervisor that dies takes its container with it: nothing runs unsupervised', async (t) => {

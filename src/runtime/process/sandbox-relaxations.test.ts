@@ -161,7 +161,7 @@ test('unsandboxed: no bwrap, still the sandbox user, a cleared environment, the 
   if (status.cgroup?.applied.pids !== undefined) {
     assert.match(
       readFileSync(`/proc/${main}/cgroup`, 'utf8'),
-      new RegExp(`pids:.*/meshd/${p.podKey}/raw$`, 'm'),
+      new RegExp(`pids:.*/meshd/${p.podKey}-[0-9a-f]{10}/raw$`, 'm'),
     );
   }
   const probe = await p.driver.exec?.(h, ['sh', '-c', 'id -u; pwd'], { timeoutMs: 5000 });
