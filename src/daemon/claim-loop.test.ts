@@ -61,7 +61,7 @@ test('replicas: 3 land on 3 distinct nodes within a few ms of the apply, and eve
   );
 });
 
-test('ha: a silent holder is replaced within haGrace + one tick with epoch + 1; back, it sees it lost and stops', async (t) => {
+test('ha: a silent holder is replaced as its haGrace ends, with epoch + 1; back, it sees it lost and stops', async (t) => {
   const world = await ClaimWorld.create([{ name: 'a' }, { name: 'b' }, { name: 'c' }]);
   t.after(() => world.stop());
   world.apply('a', testPod('db', { availability: 'ha', haGraceSeconds: 5 }));
@@ -78,8 +78,9 @@ test('ha: a silent holder is replaced within haGrace + one tick with epoch + 1; 
   }
   assert.ok(successor !== undefined, 'another node took the slot');
   const took = world.clock.now() - silentAt;
-  assert.ok(took > 5000, `not before the grace ran out (${took} ms)`);
-  assert.ok(took <= 5000 + 1000 + 100, `within haGrace + one tick (${took} ms)`);
+  // the grace counts from the last heartbeat, up to one period (1 s) before the silence began
+  assert.ok(took > 5000 - 1000, `not before the grace ran out (${took} ms)`);
+  assert.ok(took <= 5000 + 100, `as the grace ends, not a tick later (${took} ms)`);
   assert.equal(epochOn(world, successor, 'db'), 2);
   // AP: the isolated holder keeps running its copy meanwhile; it cannot know.
   assert.equal(epochOn(world, old, 'db'), 1);
@@ -92,6 +93,29 @@ test('ha: a silent holder is replaced within haGrace + one tick with epoch + 1; 
   assert.deepEqual(changes, [0], 'and said so once');
   assert.equal(soleRunner(world, 'db'), successor);
   assert.match(world.peer(old).loop.explain('db').slots[0]?.decision ?? '', /held by|stop/);
+});
+
+test('ha: the successor claims the moment the grace ends, not at the next periodic tick', async (t) => {
+  // The periodic tick is an hour away: only the wake-up at the end of the grace can explain a claim.
+  const world = await ClaimWorld.create([{ name: 'a' }, { name: 'b' }, { name: 'c' }], {
+    loopIntervalMs: HOUR,
+  });
+  t.after(() => world.stop());
+  world.apply('a', testPod('db', { availability: 'ha', haGraceSeconds: 3 }));
+  world.clock.advance(10);
+  const old = soleRunner(world, 'db');
+  const others = world.peers.map((p) => p.name).filter((n) => n !== old);
+  const lastHeard = world.clock.now();
+  world.partition([old], others);
+  let successor: string | undefined;
+  while (successor === undefined && world.clock.now() - lastHeard < 60_000) {
+    world.clock.advance(10);
+    successor = others.find((n) => world.desired(n, 'db').length > 0);
+  }
+  const took = world.clock.now() - lastHeard;
+  assert.ok(successor !== undefined, 'another node took the slot');
+  // presence is heard once a second here, so the grace counts from up to 1 s before the partition
+  assert.ok(took > 2000 && took <= 3000 + 20, `claimed ${took} ms after the holder was last heard`);
 });
 
 test('best-effort: the holder may be away three weeks and keep its slot; after forget it moves', async (t) => {

@@ -10,6 +10,7 @@ import {
   resolveAll,
 } from '../scheduler/lease-claims.ts';
 import { admitLeases, type IgnoredLease, type LeaseVerifier } from '../scheduler/lease-signature.ts';
+import { nextLivenessChange } from '../scheduler/liveness.ts';
 import { planPlacement } from '../scheduler/placement.ts';
 import { compareStrings, parseSlot, slotsOf } from '../scheduler/slots.ts';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
@@ -131,6 +132,8 @@ export class ClaimLoop {
   private readonly loggedIgnored = new Set<string>();
   private timer: TimerHandle | undefined;
   private pending: TimerHandle | undefined;
+  /** Set for the next moment a node's absence crosses a grace or deadAfter (see nextLivenessChange). */
+  private wake: { at: number; timer: TimerHandle } | undefined;
   private running = false;
   private again = false;
   private desired: DesiredSlot[] = [];
@@ -165,7 +168,23 @@ export class ClaimLoop {
     this.timer = undefined;
     this.pending?.cancel();
     this.pending = undefined;
+    this.wake?.timer.cancel();
+    this.wake = undefined;
     for (const off of this.unsubscribe.splice(0)) off();
+  }
+
+  /**
+   * Decides again at `at`: an ha holder's grace ends then, and waiting for the periodic tick would add up
+   * to a whole interval to every failover.
+   */
+  private wakeAt(at: number | undefined, now: number): void {
+    if (this.timer === undefined || at === undefined || this.wake?.at === at) return;
+    this.wake?.timer.cancel();
+    const timer = this.deps.clock.setTimeout(() => {
+      this.wake = undefined;
+      this.safeTick();
+    }, at - now);
+    this.wake = { at, timer };
   }
 
   /** Asks for a decision soon (debounced): for changes the loop does not watch itself, such as presence. */
@@ -240,6 +259,7 @@ export class ClaimLoop {
     const { clock, leases, verifier, logger } = this.deps;
     const now = clock.now();
     let { view, skipped } = this.read(now);
+    this.wakeAt(nextLivenessChange(view, now), now);
     let decision = decideClaims(this.self, view, now, { verifier });
     const writes: Lease[] = [];
     for (const intent of decision.claim) writes.push(leases.sign(claimLease(intent, this.self, now)));

@@ -32,6 +32,8 @@ export interface NodeSpec {
 export interface WorldOptions {
   /** Claim loop period (and presence heartbeat period). Default 1000 ms. */
   readonly intervalMs?: number;
+  /** Claim loop period alone, when it should differ from the heartbeat's. */
+  readonly loopIntervalMs?: number;
   readonly deadAfterMs?: number;
 }
 
@@ -143,7 +145,7 @@ export class ClaimWorld {
       verifier,
       clock: this.clock,
       feeds: [(l) => cluster.onChange(l), (l) => objects.onChange(() => l())],
-      intervalMs: this.opts.intervalMs ?? 1000,
+      intervalMs: this.opts.loopIntervalMs ?? this.opts.intervalMs ?? 1000,
     });
     const peer: SimPeer = {
       name: spec.name,

@@ -81,8 +81,8 @@ export class Daemon {
   private dashboard: DashboardServer | undefined;
   private releaseLock: (() => void) | undefined;
   private joining: boolean;
-  private lastMismatch = '';
-  private lastMismatchLoggedAt = 0;
+  /** Per mismatch code: when it was last logged and how many were left out since. */
+  private readonly mismatchLog = new Map<string, { at: number; suppressed: number }>();
   private stopping: Promise<void> | undefined;
   private resolveStopped: () => void = () => {};
   private readonly cleanups: Array<() => void> = [];
@@ -485,19 +485,24 @@ export class Daemon {
   private onEpochMismatch(m: EpochMismatch): void {
     const err = epochMismatchError(m);
     const now = this.opts.clock.now();
-    const seen = `${err.code} ${m.localEpoch} ${m.remoteEpoch}`;
-    if (seen !== this.lastMismatch || now - this.lastMismatchLoggedAt > 60_000) {
-      this.lastMismatch = seen;
-      this.lastMismatchLoggedAt = now;
+    // Anyone can open a connection and claim an epoch: one line per kind a minute, with what was left out.
+    const last = this.mismatchLog.get(err.code);
+    if (last === undefined || now - last.at > 60_000) {
+      this.mismatchLog.set(err.code, { at: now, suppressed: 0 });
       this.logger.warn('peer refused: mesh key epochs differ', {
         code: err.code,
         localEpoch: m.localEpoch,
         remoteEpoch: m.remoteEpoch,
         addr: m.remoteAddr,
+        ...(last === undefined || last.suppressed === 0 ? {} : { alsoRefusedSinceLastLine: last.suppressed }),
       });
+    } else {
+      last.suppressed++;
     }
-    // a stale remote is that peer's problem; this node's own staleness is what status must show
-    if (err.code !== 'E_MESH_KEY_STALE' || this.keyProblem?.code === 'E_NODE_REMOVED') return;
+    // Only what this node saw dialling a member it knows says its own key is stale: an inbound stranger
+    // could claim any epoch. A stale remote is that peer's problem.
+    if (err.code !== 'E_MESH_KEY_STALE' || m.direction !== 'outbound') return;
+    if (this.keyProblem?.code === 'E_NODE_REMOVED') return;
     this.keyProblem = {
       code: err.code,
       message: err.message,

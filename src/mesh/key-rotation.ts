@@ -9,8 +9,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { Packr, Unpackr } from 'msgpackr';
 import { PeerProtocolError } from '../shared/errors.ts';
-import type { MeshKey } from './mesh-key.ts';
-import { PSK_BYTES } from './pnet-key.ts';
+import { type MeshKey, PSK_BYTES } from './mesh-key.ts';
 
 export interface KeyRotation {
   key: MeshKey;

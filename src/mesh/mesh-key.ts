@@ -1,7 +1,9 @@
 // The mesh key this node uses for new connections, its epoch, and the rule that picks one of two keys.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { PSK_BYTES } from './pnet-key.ts';
+
+/** Length of the raw mesh key carried in join tokens and kept in `mesh.psk`. */
+export const PSK_BYTES = 32;
 
 /** A mesh pre-shared key and its epoch: `meshd node remove` rotates to epoch + 1. */
 export interface MeshKey {

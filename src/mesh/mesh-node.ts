@@ -63,6 +63,9 @@ export interface MeshTuning {
   antiEntropyMinMs: number;
 }
 
+/** Lines about refused messages logged per peer and kind of fault per minute; the rest are counted. */
+const rejectLogBurst = 20;
+
 export const defaultMeshTuning: Readonly<MeshTuning> = Object.freeze({
   presenceIntervalMs: 1000,
   dialTimeoutMs: 5000,
@@ -174,6 +177,8 @@ export class MeshNode {
 
   private readonly opts: MeshNodeOptions;
   private readonly keyring: MeshKeyring;
+  /** Log lines about refused messages, per `peer code`, in the current minute (see `reject`). */
+  private readonly rejectLog = new Map<string, { since: number; logged: number; suppressed: number }>();
   /** Every removed peer this node knows of: from rotations it saw and from the document (`refuse`). */
   private readonly denied = new Set<string>();
   /**
@@ -948,13 +953,33 @@ export class MeshNode {
     }
   }
 
+  /**
+   * Counts and logs a message refused from `peer`. A member can send garbage as fast as it likes: per peer
+   * and kind, at most `rejectLogBurst` lines a minute are written, and the next line says how many were not.
+   */
   private reject(peer: string, err: unknown): void {
     this.counters.rejectedMessages++;
+    const code = err instanceof MeshdError ? err.code : 'E_PEER_PROTOCOL';
+    const now = this.opts.clock.now();
+    const key = `${peer} ${code}`;
+    let window = this.rejectLog.get(key);
+    if (window === undefined || now - window.since > 60_000) {
+      if (this.rejectLog.size >= 1024) this.rejectLog.clear();
+      window = { since: now, logged: 0, suppressed: window?.suppressed ?? 0 };
+      this.rejectLog.set(key, window);
+    }
+    if (window.logged >= rejectLogBurst) {
+      window.suppressed++;
+      return;
+    }
+    window.logged++;
     this.log.warn('rejected message from peer', {
       peer,
-      code: err instanceof MeshdError ? err.code : 'E_PEER_PROTOCOL',
+      code,
       err: describeError(err),
+      ...(window.suppressed === 0 ? {} : { notLogged: window.suppressed }),
     });
+    window.suppressed = 0;
   }
 
   // ---- sync ----

@@ -1,17 +1,16 @@
-// Private-network protection: @libp2p/pnet plus a key confirmation, so a peer with the wrong mesh key fails at once.
+// Connection protection: key epoch hello, the private network (private-network.ts), and a key confirmation.
 
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type {
   AbortOptions,
   ConnectionProtector,
   MessageStream,
   MultiaddrConnection,
 } from '@libp2p/interface';
-import { preSharedKey } from '@libp2p/pnet';
 import { byteStream } from '@libp2p/utils';
 import { MeshdError } from '../shared/errors.ts';
 import type { MeshKey, MeshKeyring } from './mesh-key.ts';
-import { swarmKeyFromPsk } from './pnet-key.ts';
+import { NONCE_BYTES, PrivateStream } from './private-network.ts';
 
 const tagBytes = 16;
 const epochBytes = 4;
@@ -36,32 +35,27 @@ export interface KeyConfirmingPnetInit {
 }
 
 /**
- * With plain pnet a wrong key is only noticed when the Noise handshake reads garbage, and when that garbage
+ * With a private network alone, a wrong key is only noticed when the Noise handshake reads garbage, and when that garbage
  * happens to announce a long message both ends wait for bytes that never come: the dial hangs until its
  * timeout. So right after pnet, each end sends a 16-byte tag derived from the key and its role, and checks
  * the other's: with the wrong key it decrypts to something else and the connection is dropped within one
  * round trip. Tags differ by direction, so reflecting a peer's own bytes back does not pass. This is a fast
  * failure, not the access control: pnet and Noise still do that.
  *
- * Before pnet, each end sends its key epoch in the clear (4 bytes; the epoch is no secret). Different
+ * Before the private network, each end sends its key epoch in the clear (4 bytes; the epoch is no secret). Different
  * epochs mean one end missed a rotation (`meshd node remove`): the handshake stops at once with an error
  * that says which end is stale and what to do, instead of a bare "different mesh key".
  */
 export function keyConfirmingPnet(init: KeyConfirmingPnetInit): () => ConnectionProtector {
-  let cached: { key: MeshKey; pnet: () => ConnectionProtector; dialer: Buffer; listener: Buffer } | undefined;
-  const forKey = (key: MeshKey) => {
+  let cached: { key: MeshKey; dialer: Buffer; listener: Buffer } | undefined;
+  const tagsFor = (key: MeshKey) => {
     if (cached?.key !== key) {
       const tag = (role: string) =>
         createHmac('sha256', key.psk)
           .update(`meshd/pnet-confirm/2/${key.epoch}/${role}`)
           .digest()
           .subarray(0, tagBytes);
-      cached = {
-        key,
-        pnet: preSharedKey({ psk: swarmKeyFromPsk(key.psk), timeout: init.timeoutMs }),
-        dialer: tag('dialer'),
-        listener: tag('listener'),
-      };
+      cached = { key, dialer: tag('dialer'), listener: tag('listener') };
     }
     return cached;
   };
@@ -70,19 +64,18 @@ export function keyConfirmingPnet(init: KeyConfirmingPnetInit): () => Connection
       const signal = options?.signal ?? AbortSignal.timeout(init.timeoutMs);
       const dialing = connection.direction === 'outbound';
       const key = init.keyring.current();
+      // In the clear, both ways at once: the key epoch (4 bytes), then the nonce of the private network.
       const plain = byteStream(connection);
-      const hello = new Uint8Array(epochBytes);
+      const hello = new Uint8Array(epochBytes + NONCE_BYTES);
       new DataView(hello.buffer).setUint32(0, key.epoch);
-      const [theirHello] = await Promise.all([
-        plain.read({ bytes: epochBytes, signal }),
+      hello.set(randomBytes(NONCE_BYTES), epochBytes);
+      const [theirs] = await Promise.all([
+        plain.read({ bytes: hello.byteLength, signal }),
         plain.write(hello, { signal }),
       ]);
-      const remoteEpoch = new DataView(
-        theirHello.subarray().buffer,
-        theirHello.subarray().byteOffset,
-        epochBytes,
-      ).getUint32(0);
-      const unwrapped = plain.unwrap();
+      const theirHello = theirs.subarray();
+      const remoteEpoch = new DataView(theirHello.buffer, theirHello.byteOffset, epochBytes).getUint32(0);
+      const raw = plain.unwrap() as MultiaddrConnection;
       if (remoteEpoch !== key.epoch) {
         const mismatch: EpochMismatch = {
           localEpoch: key.epoch,
@@ -92,17 +85,23 @@ export function keyConfirmingPnet(init: KeyConfirmingPnetInit): () => Connection
         };
         init.onEpochMismatch?.(mismatch);
         const err = epochMismatchError(mismatch);
-        unwrapped.abort(err);
+        raw.abort(err);
         throw err;
       }
-      const { pnet, dialer, listener } = forKey(key);
-      const boxed = await pnet().protect(unwrapped, { ...options, signal });
+      const boxed = new PrivateStream({
+        maConn: raw,
+        psk: key.psk,
+        localNonce: hello.subarray(epochBytes),
+        remoteNonce: theirHello.slice(epochBytes),
+        log: raw.log.newScope('meshd-pnet'),
+      });
+      const { dialer, listener } = tagsFor(key);
       const bytes = byteStream(boxed);
-      const [theirs] = await Promise.all([
+      const [tag] = await Promise.all([
         bytes.read({ bytes: tagBytes, signal }),
         bytes.write(dialing ? dialer : listener, { signal }),
       ]);
-      if (!timingSafeEqual(theirs.subarray(), dialing ? listener : dialer)) {
+      if (!timingSafeEqual(tag.subarray(), dialing ? listener : dialer)) {
         const err = new MeshdError('E_MESH_KEY_MISMATCH', 'the remote peer uses a different mesh key', {
           hint: 'Both peers must have joined with a token of the same mesh; get a fresh token with `meshd token`.',
         });

@@ -36,3 +36,23 @@ export function haGraceOf(pod: PodInfo): number {
   const g = pod.haGraceMs;
   return g !== undefined && Number.isFinite(g) && g >= 0 ? g : DEFAULT_HA_GRACE_MS;
 }
+
+/**
+ * The first moment after `now` at which some node's absence crosses a limit a decision depends on: an ha
+ * pod's grace (its holder stops counting) or `deadAfter`. Undefined when no crossing lies ahead. Lets the
+ * claim loop decide at that very moment instead of on its next periodic tick.
+ */
+export function nextLivenessChange(view: ClusterView, now: number): number | undefined {
+  const limits = new Set<number>([deadAfterMs(view)]);
+  for (const pod of view.pods) if (pod.availability === 'ha') limits.add(haGraceOf(pod));
+  let next: number | undefined;
+  for (const node of view.nodes) {
+    const since = Math.max(view.presence.get(node.peerId) ?? Number.NEGATIVE_INFINITY, view.presenceSince);
+    for (const limit of limits) {
+      // `missing > limit` is what flips a decision, so the first such moment is one millisecond after
+      const at = since + limit + 1;
+      if (at > now && (next === undefined || at < next)) next = at;
+    }
+  }
+  return next;
+}
