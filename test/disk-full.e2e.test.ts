@@ -16,12 +16,12 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { test } from 'node:test';
 import type { PodEntry, StatusView } from '../src/api/types.ts';
 import { DataDir, processStartTime } from '../src/daemon/data-dir.ts';
 import { isAlive, loopback, MeshFixture } from './support/meshd-cli.ts';
 import { killSupervisorsUnder } from './support/pod-world.ts';
+import { assertSqliteIntact } from './support/sqlite-check.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const podSpec = (name: string) => `kind: Pod
@@ -221,16 +221,7 @@ test('a full disk: applies fail with a clear error, the daemon stays up, nothing
 
   // A clean stop, an intact SQLite file, and a restart that has every change, acknowledged or kept.
   await mesh.ok('a', ['down']);
-  const db = new DatabaseSync(new DataDir(dir).stateDb, { readOnly: true });
-  try {
-    const rows = db.prepare('PRAGMA integrity_check').all();
-    assert.deepEqual(
-      rows.map((r) => r.integrity_check),
-      ['ok'],
-    );
-  } finally {
-    db.close();
-  }
+  assertSqliteIntact(new DataDir(dir).stateDb);
   await mesh.ok('a', ['up', '--detach']);
   const restartedAt = Date.now();
   const restarted = await podNames();

@@ -5,7 +5,6 @@ import { randomInt } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { test } from 'node:test';
 import type { Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -23,6 +22,7 @@ import { encodePresenceFrame } from '../src/mesh/presence-frame.ts';
 import { concatBytes, lengthPrefixed, mutate, SeededRandom, varint } from './support/fuzz-bytes.ts';
 import { hostilePeer } from './support/hostile-peer.ts';
 import { isAlive, loopback, MeshFixture } from './support/meshd-cli.ts';
+import { assertSqliteIntact } from './support/sqlite-check.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const seed = Number(process.env.MESHD_FUZZ_SEED ?? randomInt(2 ** 31));
@@ -652,16 +652,7 @@ test('random and malformed bytes on every protocol, and malformed Yjs updates: t
 
   // What the victim stored loads again: a clean stop, an intact SQLite file, a restart with every pod.
   await mesh.ok('a', ['down']);
-  const db = new DatabaseSync(dirA.stateDb, { readOnly: true });
-  try {
-    const rows = db.prepare('PRAGMA integrity_check').all();
-    assert.deepEqual(
-      rows.map((r) => r.integrity_check),
-      ['ok'],
-    );
-  } finally {
-    db.close();
-  }
+  assertSqliteIntact(dirA.stateDb);
   await mesh.ok('a', ['up', '--detach']);
   assert.ok(await listed('a', ['alpha', 'beta', 'gamma']), 'every pod is there after a restart');
   assert.deepEqual(await userHistory('a', 'alpha'), historyBefore.alpha, 'alpha reloads with its history');

@@ -1,10 +1,7 @@
-// Which pod copies really run under a node's data dir: live supervisors and containers, read from their state files.
-
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseUnitName } from '../../src/daemon/pod-slot-files.ts';
 import { isSameProcess } from '../../src/runtime/process/proc-stat.ts';
 import { readState } from '../../src/runtime/process/supervisor-files.ts';
+import { stateFilesUnder } from './pod-world.ts';
 
 /** One container process of one pod slot, alive now. */
 export interface LiveCopy {
@@ -24,15 +21,7 @@ export interface LiveCopy {
  * checked, so a recycled pid never counts). This is what the machine runs, whatever any document says.
  */
 export async function liveCopies(dataDir: string): Promise<LiveCopy[]> {
-  const states: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name === 'state.json') states.push(p);
-    }
-  };
-  if (existsSync(dataDir)) walk(dataDir);
+  const states = stateFilesUnder(dataDir);
   const out: LiveCopy[] = [];
   for (const file of states) {
     const s = await readState(file);

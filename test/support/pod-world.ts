@@ -23,8 +23,8 @@ import { waitFor } from './wait-for.ts';
 
 export const NODE = 'node-a';
 
-/** Kills every supervisor whose state file lies under `dir` and removes their cgroups. */
-export async function killSupervisorsUnder(dir: string): Promise<number> {
+/** Every supervisor state file (`state.json`) below `dir`; none when `dir` does not exist. */
+export function stateFilesUnder(dir: string): string[] {
   const states: string[] = [];
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
@@ -34,6 +34,12 @@ export async function killSupervisorsUnder(dir: string): Promise<number> {
     }
   };
   if (existsSync(dir)) walk(dir);
+  return states;
+}
+
+/** Kills every supervisor whose state file lies under `dir` and removes their cgroups. */
+export async function killSupervisorsUnder(dir: string): Promise<number> {
+  const states = stateFilesUnder(dir);
   let killed = 0;
   for (const file of states) {
     const s = await readState(file);

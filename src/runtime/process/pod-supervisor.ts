@@ -261,6 +261,30 @@ export class ContainerSupervisor {
     if (!run.done) run.child.kill('SIGKILL');
   }
 
+  /** Makes `child` the current run; it is marked done (and a pending kill cancelled) once it exits. */
+  private track(child: ChildProcess, gated: boolean, spawnedAt: number, exited: Run['exited']): Run {
+    const run: Run = {
+      child,
+      bwrapPid: child.pid ?? 0,
+      gated,
+      initPid: 0,
+      initStartTime: 0,
+      containerPid: 0,
+      containerStartTime: 0,
+      execConfirmed: false,
+      spawnedAt,
+      earlyStderr: '',
+      done: false,
+      exited,
+    };
+    this.run = run;
+    void exited.then(() => {
+      run.done = true;
+      this.killTimer?.cancel();
+    });
+    return run;
+  }
+
   /** Kills an unsandboxed run: its process group (the gate called setsid), then every task of its cgroup. */
   private async killGated(run: Run): Promise<void> {
     if (run.bwrapPid > 0) {
@@ -329,25 +353,7 @@ export class ContainerSupervisor {
       child.once('error', (err) => resolve({ code: null, signal: null, spawnError: describeError(err) }));
       child.once('close', (code, signal) => resolve(exitFromBwrap(code, signal)));
     });
-    const run: Run = {
-      child,
-      bwrapPid: child.pid ?? 0,
-      gated: false,
-      initPid: 0,
-      initStartTime: 0,
-      containerPid: 0,
-      containerStartTime: 0,
-      execConfirmed: false,
-      spawnedAt,
-      earlyStderr: '',
-      done: false,
-      exited,
-    };
-    this.run = run;
-    void exited.then(() => {
-      run.done = true;
-      this.killTimer?.cancel();
-    });
+    const run = this.track(child, false, spawnedAt, exited);
 
     const [, out, err, argsFd, seccompFd, statusFd, blockFd] = child.stdio as unknown as [
       null,
@@ -422,25 +428,7 @@ export class ContainerSupervisor {
       child.once('error', (err) => resolve({ code: null, signal: null, spawnError: describeError(err) }));
       child.once('exit', (code, signal) => resolve({ code, signal }));
     });
-    const run: Run = {
-      child,
-      bwrapPid: child.pid ?? 0,
-      gated: true,
-      initPid: 0,
-      initStartTime: 0,
-      containerPid: 0,
-      containerStartTime: 0,
-      execConfirmed: false,
-      spawnedAt,
-      earlyStderr: '',
-      done: false,
-      exited,
-    };
-    this.run = run;
-    void exited.then(() => {
-      run.done = true;
-      this.killTimer?.cancel();
-    });
+    const run = this.track(child, true, spawnedAt, exited);
     const [, out, err, goFd] = child.stdio as unknown as [null, Readable, Readable, Writable];
     for (const s of [out, err, goFd]) s?.on('error', () => {});
     out?.on('data', (chunk: Buffer) => this.writeLog(this.stdoutLog, chunk));

@@ -20,6 +20,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
+import { killSupervisorsUnder } from '../../../test/support/pod-world.ts';
 import { waitFor } from '../../../test/support/wait-for.ts';
 import {
   type ContainerHandle,
@@ -28,8 +29,6 @@ import {
   type RestartPolicy,
   SandboxUnavailableError,
 } from '../driver.ts';
-import { removeContainerCgroup } from './cgroup-limits.ts';
-import { liveClock } from './live-clock.ts';
 import { isSameProcess, readProcStat } from './proc-stat.ts';
 import { ProcessDriver, type ProcessDriverOptions } from './process-driver.ts';
 import { readState, writeJsonAtomic } from './supervisor-files.ts';
@@ -40,32 +39,9 @@ chmodSync(root, 0o711);
 const cacheDir = join(root, 'compile-cache');
 
 after(async () => {
-  await killEverything(root);
+  await killSupervisorsUnder(root);
   rmSync(root, { recursive: true, force: true });
 });
-
-/** Kills every supervisor whose state file lies under `dir` and removes their cgroups. */
-async function killEverything(dir: string): Promise<void> {
-  const states: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name === 'state.json') states.push(p);
-    }
-  };
-  if (existsSync(dir)) walk(dir);
-  for (const file of states) {
-    const s = await readState(file);
-    if (s === undefined) continue;
-    if (await isSameProcess(s.supervisorPid, s.supervisorStartTime)) process.kill(s.supervisorPid, 'SIGKILL');
-    await waitFor(async () => !(await isSameProcess(s.supervisorPid, s.supervisorStartTime)), {
-      timeoutMs: 5000,
-      what: `supervisor ${s.supervisorPid} to die`,
-    });
-    if (s.cgroup !== null) await removeContainerCgroup(s.cgroup.dirs, liveClock);
-  }
-}
 
 interface Pod {
   podKey: string;
@@ -81,7 +57,7 @@ function pod(t: TestContext, opts: ProcessDriverOptions = {}): Pod {
   mkdirSync(dir, { mode: 0o711 });
   const driver = new ProcessDriver({ compileCacheDir: cacheDir, ...opts });
   t.after(async () => {
-    await killEverything(dir);
+    await killSupervisorsUnder(dir);
     rmSync(dir, { recursive: true, force: true });
   });
   return { podKey, podDir: join(dir, 'data'), logDir: join(dir, 'logs'), driver };
