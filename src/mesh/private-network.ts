@@ -9,7 +9,7 @@
 
 import type { AbortOptions, Logger, MultiaddrConnection } from '@libp2p/interface';
 import { AbstractMultiaddrConnection } from '@libp2p/utils';
-import { xsalsa20 } from '@noble/ciphers/salsa.js';
+import { hsalsa, salsa20 } from '@noble/ciphers/salsa.js';
 
 export const NONCE_BYTES = 24;
 /** What the base class hands `sendData` (its own Uint8ArrayList type, whichever copy of the package). */
@@ -18,16 +18,19 @@ const BLOCK = 64;
 
 /** An XSalsa20 keystream applied to a byte stream in chunks of any size: `update` XORs the next bytes. */
 export class XSalsa20Stream {
-  private readonly key: Uint8Array;
-  private readonly nonce: Uint8Array;
+  /** XSalsa20 is Salsa20 under a subkey derived once from the key and the nonce's first 16 bytes. */
+  private readonly subkey: Uint8Array;
+  private readonly nonceTail: Uint8Array;
   /** Bytes of keystream used so far. */
   private offset = 0;
 
   constructor(key: Uint8Array, nonce: Uint8Array) {
     if (key.byteLength !== 32) throw new Error('XSalsa20 key must be 32 bytes');
     if (nonce.byteLength !== NONCE_BYTES) throw new Error(`XSalsa20 nonce must be ${NONCE_BYTES} bytes`);
-    this.key = Uint8Array.from(key);
-    this.nonce = Uint8Array.from(nonce);
+    const words = new Uint32Array(8);
+    hsalsa(words32(sigma), words32(Uint8Array.from(key)), words32(nonce.slice(0, 16)), words);
+    this.subkey = new Uint8Array(words.buffer);
+    this.nonceTail = nonce.slice(16);
   }
 
   update(data: Uint8Array): Uint8Array {
@@ -35,12 +38,24 @@ export class XSalsa20Stream {
     // The cipher works in 64-byte blocks from a block counter: start at the block holding `offset` and
     // pad the front so the data lines up with its place in the keystream.
     const skip = this.offset % BLOCK;
+    const block = Math.floor(this.offset / BLOCK);
+    this.offset += data.byteLength;
+    if (skip === 0) return salsa20(this.subkey, this.nonceTail, data, undefined, block);
     const padded = new Uint8Array(skip + data.byteLength);
     padded.set(data, skip);
-    const out = xsalsa20(this.key, this.nonce, padded, undefined, Math.floor(this.offset / BLOCK));
-    this.offset += data.byteLength;
-    return out.subarray(skip);
+    return salsa20(this.subkey, this.nonceTail, padded, padded, block).subarray(skip);
   }
+}
+
+const sigma = new TextEncoder().encode('expand 32-byte k');
+
+/** Little-endian 32-bit words of `bytes` (a fresh, aligned copy). */
+function words32(bytes: Uint8Array): Uint32Array {
+  const copy = Uint8Array.from(bytes);
+  const out = new Uint32Array(copy.byteLength / 4);
+  const view = new DataView(copy.buffer);
+  for (let i = 0; i < out.length; i++) out[i] = view.getUint32(i * 4, true);
+  return out;
 }
 
 export interface PrivateStreamInit {
