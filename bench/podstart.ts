@@ -63,7 +63,8 @@ function watchRunning(w: PodWorld, names: readonly string[]): { at: Map<string, 
   const stop = w.store.onChange((keys) => {
     const now = performance.now();
     for (const key of keys) {
-      const name = key.slice('pod/'.length);
+      // the runtime reports into the pod's status object (`podstatus/NAME`), not the spec (`pod/NAME`)
+      const name = key.slice(key.indexOf('/') + 1);
       if (wanted.has(name) && !at.has(name) && w.slot(name)?.phase === 'running') at.set(name, now);
     }
   });

@@ -265,6 +265,7 @@ export class Daemon {
       logger: this.logger,
       dataDir: podsDir,
       desiredSlots: () => claims.desiredSlots(),
+      onDesiredChange: (listener) => claims.onDesiredChange(listener),
       explainPlacement: (pod) => formatExplanation(claims.explain(pod.name)).join('\n'),
       pluginSteps,
       meshNodes: () => this.nodes().map((n) => ({ name: n.name, reachable: n.state === 'ready' })),

@@ -438,6 +438,37 @@ spec:
   assert.equal(agent.describeLocal('fenced')?.slots[0]?.leaseEpoch, 3);
 });
 
+test('a slot claimed for this node starts at once, not at the next poll', async (t) => {
+  const w = await world(t);
+  w.apply(`kind: Pod
+name: claimed
+spec:
+  containers:
+    - name: app
+      command: [sleep, "3600"]
+`);
+  let desired: { pod: string; slot: number; leaseEpoch: number }[] = [];
+  const listeners = new Set<() => void>();
+  // the poll is an hour away: only the desired-change notice can start the slot in time
+  const agent = w.agent({
+    desiredSlots: () => desired,
+    onDesiredChange: (l) => {
+      listeners.add(l);
+      return () => listeners.delete(l);
+    },
+    tuning: { pollMs: 3_600_000 },
+  });
+  await agent.start();
+  assert.equal(running(w, 'claimed'), undefined);
+  const claimedAt = Date.now();
+  desired = [{ pod: 'claimed', slot: 0, leaseEpoch: 1 }];
+  for (const l of listeners) l();
+  await waitFor(() => running(w, 'claimed'), { timeoutMs: 20_000, what: 'the claimed slot running' });
+  t.diagnostic(`running ${Date.now() - claimedAt} ms after the claim`);
+  await agent.stop();
+  assert.equal(listeners.size, 0, 'stop unsubscribes');
+});
+
 test('after a host reboot (supervisors gone), a cold agent starts its pods again from local state', async (t) => {
   const w = await world(t);
   w.apply(webSpec());

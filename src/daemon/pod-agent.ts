@@ -124,6 +124,11 @@ export interface PodAgentOptions {
   readonly pluginSteps?: readonly StepDefinition[];
   /** The slots this node should run now; called on every reconcile. */
   readonly desiredSlots: () => DesiredSlot[];
+  /**
+   * Tells the agent when `desiredSlots()` changed (a claim, a lost lease), so a slot starts or stops at
+   * once rather than at the next poll. Returns an unsubscribe.
+   */
+  readonly onDesiredChange?: (listener: () => void) => () => void;
   /** Nodes of the mesh, for "pinned to host X, which is not a node of this mesh". */
   readonly meshNodes?: () => readonly MeshNodeView[];
   /** Why a pod does not run here (undefined when it should); defaults to the pinned-host explanation. */
@@ -284,7 +289,12 @@ export class PodAgent {
       u.lastPorts = { ...rec.ports };
       u.logFiles = { ...rec.logFiles };
     }
-    this.unsubscribe = this.opts.objects.onChange(() => this.scheduleReconcile());
+    const offObjects = this.opts.objects.onChange(() => this.scheduleReconcile());
+    const offDesired = this.opts.onDesiredChange?.(() => this.scheduleReconcile());
+    this.unsubscribe = () => {
+      offObjects();
+      offDesired?.();
+    };
     this.timers.push(this.opts.clock.setInterval(() => void this.poll(), this.tuning.pollMs));
     this.reconcile();
   }
