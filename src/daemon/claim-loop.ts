@@ -135,6 +135,8 @@ export class ClaimLoop {
   /** Set for the next moment a node's absence crosses a grace or deadAfter (see nextLivenessChange). */
   private wake: { at: number; timer: TimerHandle } | undefined;
   private running = false;
+  /** How long the latest decision took (ms): the least spacing of decisions made on changes. */
+  private lastTickMs = 0;
   private again = false;
   private desired: DesiredSlot[] = [];
   private last: ClaimDecision | undefined;
@@ -190,10 +192,13 @@ export class ClaimLoop {
   /** Asks for a decision soon (debounced): for changes the loop does not watch itself, such as presence. */
   poke(): void {
     if (this.pending !== undefined || this.timer === undefined) return;
+    // At least as long as the last decision took: a burst of changes (a thousand applies, a big sync)
+    // then costs this loop at most about half a core, and each decision still sees the latest document.
+    const delay = Math.max(this.deps.debounceMs ?? 2, this.lastTickMs);
     this.pending = this.deps.clock.setTimeout(() => {
       this.pending = undefined;
       this.safeTick();
-    }, this.deps.debounceMs ?? 2);
+    }, delay);
   }
 
   /** A decision from a timer: a failure is logged, and the next tick tries again. */
@@ -243,6 +248,7 @@ export class ClaimLoop {
       return this.last;
     }
     this.running = true;
+    const started = this.deps.clock.now();
     try {
       let decision: ClaimDecision | undefined;
       do {
@@ -252,6 +258,7 @@ export class ClaimLoop {
       return decision;
     } finally {
       this.running = false;
+      this.lastTickMs = Math.min(this.deps.clock.now() - started, 1000);
     }
   }
 

@@ -22,7 +22,7 @@ import type {
 import { loadPluginSteps } from '../lifecycle/plugin-steps.ts';
 import { encodeJoinToken } from '../mesh/join-token.ts';
 import type { MeshKey } from '../mesh/mesh-key.ts';
-import { type MeshNode, MeshNode as MeshNodeImpl, type MeshTuning } from '../mesh/mesh-node.ts';
+import { type MeshNode, MeshNode as MeshNodeImpl, type MeshTuning, remoteOrigin } from '../mesh/mesh-node.ts';
 import type { PeerQuestion } from '../mesh/peer-query.ts';
 import { type EpochMismatch, epochMismatchError } from '../mesh/pnet-protector.ts';
 import type { RuntimeDriver } from '../runtime/driver.ts';
@@ -41,7 +41,7 @@ import { ed25519Signer, peerIdVerifier } from '../state/revision-records.ts';
 import { ClaimLoop, formatExplanation } from './claim-loop.ts';
 import { ClusterViewSource } from './cluster-view-source.ts';
 import type { DataDir, NodeConfig } from './data-dir.ts';
-import { ed25519LeaseSigner, LeaseStore, peerIdLeaseVerifier } from './lease-store.ts';
+import { ed25519LeaseSigner, LeaseStore, leaseWriteOrigin, peerIdLeaseVerifier } from './lease-store.ts';
 import { emptyNodePolicy, type LoadedNodePolicy, loadNodePolicy } from './node-policy-file.ts';
 import { PodAgent, type WhyReport } from './pod-agent.ts';
 import { PodService } from './pod-service.ts';
@@ -113,7 +113,13 @@ export class Daemon {
     const releaseLock = dir.acquireLock();
     let daemon: Daemon | undefined;
     try {
-      const store = DocStore.open(dir.stateDb, { logger: opts.logger, clock: opts.clock });
+      const store = DocStore.open(dir.stateDb, {
+        logger: opts.logger,
+        clock: opts.clock,
+        // what peers sent (they still hold it) and this node's lease writes (re-decided after a crash) may
+        // share one fsync; an edit made here is on disk before the API answers
+        groupCommit: (origin) => origin === remoteOrigin || origin === leaseWriteOrigin,
+      });
       const doc = new Y.Doc();
       const loaded = store.load(doc);
       store.attach(doc);

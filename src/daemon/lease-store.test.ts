@@ -82,6 +82,30 @@ test('write: own leases only, each only when it beats the stored entry, one upda
   );
 });
 
+test('a stored lease is read as the same object every time, so its signature is checked once', () => {
+  const doc = new Y.Doc();
+  const base = peerIdLeaseVerifier();
+  let checks = 0;
+  const counting = {
+    verdicts: base.verdicts ?? new WeakMap(),
+    verify: (h: string, p: Uint8Array, sig: Uint8Array) => {
+      checks++;
+      return base.verify(h, p, sig);
+    },
+  };
+  const store = new LeaseStore(doc, s1, counting);
+  store.writeAll([store.sign(claimLease({ slot: SLOT, epoch: 1, rank: 0 }, s1.peerId, 1000))]);
+  const first = store.all();
+  for (let i = 0; i < 5; i++) assert.equal(admitLeases(store.all(), counting).admitted.length, 1);
+  assert.equal(store.all()[0], first[0], 'the same lease object');
+  assert.equal(checks, 1, 'one signature check for six admissions');
+  // a forged copy under the same key is a new stored value: checked (and refused) on its own
+  const forged = { ...(first[0] as object), epoch: 9 };
+  doc.getMap(leasesMapName).set(leaseKey(SLOT, s1.peerId), forged);
+  assert.equal(admitLeases(store.all(), counting).admitted.length, 0);
+  assert.equal(checks, 2);
+});
+
 test('concurrent claims of one slot by two peers both survive the merge, and every peer picks the same winner', () => {
   const d1 = new Y.Doc();
   const d2 = new Y.Doc();

@@ -55,6 +55,7 @@ export function peerIdLeaseVerifier(maxRemembered = 10_000): LeaseVerifier {
   const v = peerIdVerifier();
   const verdicts = new Map<string, boolean>();
   return {
+    verdicts: new WeakMap(),
     verify(holder, payload, sig) {
       const key = `${holder}\0${Buffer.from(sig).toString('base64')}\0${Buffer.from(payload).toString('base64')}`;
       const known = verdicts.get(key);
@@ -109,6 +110,8 @@ export class LeaseStore {
   private readonly map: Y.Map<unknown>;
   private readonly signer: SyncLeaseSigner;
   private readonly verifier: LeaseVerifier;
+  /** Lease objects by the stored value they were read from (values in a Y.Map never change in place). */
+  private readonly parsed = new WeakMap<object, Lease>();
 
   constructor(doc: Y.Doc, signer: SyncLeaseSigner, verifier: LeaseVerifier) {
     this.doc = doc;
@@ -154,7 +157,13 @@ export class LeaseStore {
         });
         continue;
       }
-      leases.push(leaseOf(value));
+      // the same stored value gives the same Lease object, so verdicts by object carry across reads
+      let lease = this.parsed.get(value);
+      if (lease === undefined) {
+        lease = leaseOf(value);
+        this.parsed.set(value, lease);
+      }
+      leases.push(lease);
     }
     leases.sort((a, b) => (a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : compareLeases(a, b)));
     rejected.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

@@ -86,6 +86,43 @@ test('every update is in the store when the code that made it returns', { timeou
   store.assertDurable();
 });
 
+test('group commit: peer updates wait a moment and go to disk together; a local write takes them along', {
+  timeout: 10_000,
+}, async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'cluster.db');
+  const fromPeer = Symbol('peer');
+  const clock = new ManualClock();
+  const store = openStore(t, path, { clock, groupCommit: (o) => o === fromPeer, groupCommitMs: 25 });
+  const doc = new Y.Doc();
+  store.load(doc);
+  store.attach(doc);
+  for (let i = 0; i < 5; i++) doc.transact(() => doc.getMap('nodes').set(`peer-${i}`, i), fromPeer);
+  assert.equal(store.stats().logUpdates, 0, 'nothing written yet');
+  assert.equal(store.stats().pendingUpdates, 5);
+  clock.advance(25);
+  assert.equal(store.stats().logUpdates, 5, 'written together once the moment passed');
+  assert.equal(Object.keys(reload(path).getMap('nodes').toJSON()).length, 5);
+
+  // a local write does not wait, and takes the waiting peer updates along, in order
+  doc.transact(() => doc.getMap('nodes').set('peer-late', 1), fromPeer);
+  doc.getMap('nodes').set('local', 1);
+  assert.equal(store.stats().pendingUpdates, 0);
+  assert.deepEqual(Object.keys(reload(path).getMap('nodes').toJSON()).sort(), [
+    'local',
+    'peer-0',
+    'peer-1',
+    'peer-2',
+    'peer-3',
+    'peer-4',
+    'peer-late',
+  ]);
+  // and assertDurable() writes what waits rather than calling it a failure
+  doc.transact(() => doc.getMap('nodes').set('peer-last', 1), fromPeer);
+  store.assertDurable();
+  assert.equal(store.stats().pendingUpdates, 0);
+});
+
 test('load() does not write back what it read, and attach() saves what came between load and attach', {
   timeout: 10_000,
 }, async (t) => {

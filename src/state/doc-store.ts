@@ -24,6 +24,15 @@ export interface DocStoreOptions {
    * test hold the connection and, e.g., lower `PRAGMA max_page_count` to make the disk look full.
    */
   openDatabase?: (path: string) => DatabaseSync;
+  /**
+   * Updates whose transaction origin this accepts may wait up to `groupCommitMs` to be written together
+   * (one fsync for a burst instead of one each): updates learned from peers, which peers still hold, and
+   * derived state the node writes again after a crash. Every other update is on disk before the write
+   * returns, and takes every waiting one with it. Default: none wait.
+   */
+  groupCommit?: (origin: unknown) => boolean;
+  /** How long a group-committed update may wait (default 25 ms). */
+  groupCommitMs?: number;
 }
 
 export interface DocStoreStats {
@@ -92,6 +101,9 @@ export class DocStore {
   private snapshotBytes: number;
   /** Updates the doc has but the disk may not: never dropped, retried on the next write and on a timer. */
   private pending: Uint8Array[] = [];
+  private readonly groupCommit: ((origin: unknown) => boolean) | undefined;
+  private readonly groupCommitMs: number;
+  private groupTimer: TimerHandle | undefined;
   private failure: Failure | undefined;
   private retryTimer: TimerHandle | undefined;
   /** Automatic compaction is skipped until the log reaches this size after a failed attempt. */
@@ -104,6 +116,14 @@ export class DocStore {
 
   private readonly onUpdate = (update: Uint8Array, origin: unknown): void => {
     if (origin === storeOrigin) return;
+    if (this.groupCommit?.(origin) === true && this.failure === undefined) {
+      this.pending.push(update);
+      this.groupTimer ??= this.clock.setTimeout(() => {
+        this.groupTimer = undefined;
+        if (!this.closed && this.flush()) this.maybeCompact();
+      }, this.groupCommitMs);
+      return;
+    }
     this.append(update);
   };
 
@@ -115,6 +135,8 @@ export class DocStore {
     this.compactAfterUpdates = opts.compactAfterUpdates ?? 1000;
     this.compactAfterBytes = opts.compactAfterBytes ?? 4 * 1024 * 1024;
     this.retryAfterMs = opts.retryAfterMs ?? 5000;
+    this.groupCommit = opts.groupCommit;
+    this.groupCommitMs = opts.groupCommitMs ?? 25;
     this.sql = {
       insertUpdate: db.prepare('INSERT INTO updates (data) VALUES (?)'),
       selectLog: db.prepare('SELECT seq, data FROM updates ORDER BY seq'),
@@ -194,6 +216,8 @@ export class DocStore {
   /** Throws StorageError if any update of the attached doc is not yet on disk. Call it after a user's write. */
   assertDurable(): void {
     if (this.pending.length === 0) return;
+    // group-committed updates waiting for their timer are not a failure: write them now
+    if (this.failure === undefined && this.flush()) return;
     throw this.notDurableError();
   }
 
@@ -289,6 +313,8 @@ export class DocStore {
     this.closed = true; // before the last flush, so a failure does not arm a retry timer
     this.retryTimer?.cancel();
     this.retryTimer = undefined;
+    this.groupTimer?.cancel();
+    this.groupTimer = undefined;
     if (this.pending.length > 0 && !this.flush()) {
       this.logger.error('store closed with updates not on disk', {
         pending: this.pending.length,
