@@ -314,7 +314,8 @@ export class ClaimLoop {
     const presence = new Map(view.presence);
     const current = new Set<string>();
     for (const lease of view.leases) {
-      const id = `${lease.slot}|${lease.holder}|${lease.sig}`;
+      // the signature covers the slot; the holder is named so a copied signature counts for nobody else
+      const id = `${lease.holder}|${lease.sig}`;
       let at = this.arrivals.get(id);
       if (at === undefined) {
         // Checked once, when first seen: a forged entry is no sign of anyone's life.
