@@ -174,9 +174,12 @@ export class Daemon {
     const mesh = this.mesh;
     // A removal learned from the document (made elsewhere, or while this node was away) closes the removed
     // peer's connections here too; the gater refuses it from then on.
+    let removedSeen = 0;
     const refuseRemoved = () => {
       const removed = cluster.removedPeerIds();
-      if (removed.length === 0) return;
+      // entries are never deleted: only a longer list is news (this runs on every node-level change)
+      if (removed.length === removedSeen) return;
+      removedSeen = removed.length;
       if (removed.includes(mesh.peerId) && this.keyProblem?.code !== 'E_NODE_REMOVED')
         this.keyProblem = removedProblem('another member', this.opts.clock.now());
       void mesh.refuse(removed);
@@ -533,7 +536,22 @@ export class Daemon {
     const removed = this.cluster.removeNode(name, this.opts.clock.now(), mesh.peerId);
     this.store.assertDurable();
     this.claims?.poke();
-    const { key, sentTo } = await mesh.rotateKey([removed.peerId]);
+    let rotated: Awaited<ReturnType<MeshNode['rotateKey']>>;
+    try {
+      rotated = await mesh.rotateKey([removed.peerId]);
+    } catch (err) {
+      // The removal is in the document (every member refuses the peer id), but the machine still holds a
+      // working key until a rotation: say so, and how to finish. Running the command again is safe.
+      throw new MeshdError(
+        'E_ROTATION_FAILED',
+        `node "${name}" is removed, but the mesh key could not be rotated: ${describeError(err)}`,
+        {
+          hint: `Fix the cause, then run \`meshd node remove ${name}\` again: it rotates the key without removing anything twice.`,
+          cause: err,
+        },
+      );
+    }
+    const { key, sentTo } = rotated;
     const names = new Map(this.cluster.nodes().nodes.map((n) => [n.peerId, n.name]));
     const reached = new Set(sentTo);
     const others = this.cluster

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import type { MeshKey } from '../mesh/mesh-key.ts';
@@ -242,6 +242,14 @@ export class DataDir {
         fs.closeSync(fd);
       }
       fs.renameSync(tmp, file);
+      // the rename is durable only once the directory is: a node must not come back on an old key after
+      // it passed the new one on
+      const dirFd = fs.openSync(dirname(file), 'r');
+      try {
+        fs.fsyncSync(dirFd);
+      } finally {
+        fs.closeSync(dirFd);
+      }
     } catch (err) {
       fs.rmSync(tmp, { force: true });
       throw this.ioError('write', file, err);

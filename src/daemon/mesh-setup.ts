@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { decodeJoinToken, type JoinToken } from '../mesh/join-token.ts';
+import { compareKeys } from '../mesh/mesh-key.ts';
 import { DaemonError, DataDirError, TokenError, ValidationError } from '../shared/errors.ts';
 import { validateNodeName } from '../state/cluster-doc.ts';
 import { type DataDir, defaultListen, type NodeConfig } from './data-dir.ts';
@@ -91,7 +92,10 @@ export async function joinMesh(dir: DataDir, tokenText: string, opts: SetupOptio
         { hint: 'Run `meshd token` on a current member for a fresh token, or just `meshd up` here.' },
       );
     }
-    if (token.keyEpoch > held.epoch) dir.writeMeshKey({ psk: token.psk, epoch: token.keyEpoch });
+    // Same epoch, other key: two rotations raced and this node kept the one the mesh did not settle on
+    // (`compareKeys` picks the same winner everywhere); a token from a current member carries the winner.
+    const offered = { psk: token.psk, epoch: token.keyEpoch };
+    if (compareKeys(offered, held) < 0) dir.writeMeshKey(offered);
     const updated: NodeConfig = {
       ...existing,
       bootstrap: token.bootstrap,

@@ -68,6 +68,6 @@ test('garbage, oversized and ill-typed rotations are refused with a reason', asy
   await assert.rejects(decodeKeyRotation(short, 'p', meshId), refused('E_PEER_BAD_ROTATION', /32 bytes/));
   const zero = await encodeKeyRotation({ ...rotation, key: { ...rotation.key, epoch: 0 } }, key, meshId);
   await assert.rejects(decodeKeyRotation(zero, 'p', meshId), refused('E_PEER_BAD_ROTATION', /epoch/));
-  const many = await encodeKeyRotation({ ...rotation, removed: Array(513).fill('x') }, key, meshId);
+  const many = await encodeKeyRotation({ ...rotation, removed: Array(1001).fill('x') }, key, meshId);
   await assert.rejects(decodeKeyRotation(many, 'p', meshId), refused('E_PEER_BAD_ROTATION', /removed/));
 });

@@ -21,9 +21,10 @@ export interface KeyRotation {
   at: number;
 }
 
-/** Largest encoded rotation accepted: a key, up to `maxRemoved` peer ids (~53 bytes each) and a signature. */
-export const maxRotationBytes = 64 * 1024;
-const maxRemoved = 512;
+/** Largest encoded rotation accepted: a key, up to `maxRotationRemovals` peer ids (~53 bytes each) and a signature. */
+export const maxRotationBytes = 96 * 1024;
+/** Removed peer ids one rotation carries at most (each ~53 bytes). */
+export const maxRotationRemovals = 1000;
 const badHint =
   'The peer runs an incompatible or broken meshd; upgrade it, or remove it with `meshd node remove`.';
 
@@ -82,10 +83,10 @@ export async function decodeKeyRotation(
     throw bad(`key is not ${PSK_BYTES} bytes`);
   if (
     !Array.isArray(removed) ||
-    removed.length > maxRemoved ||
+    removed.length > maxRotationRemovals ||
     !removed.every((r) => typeof r === 'string' && r.length > 0 && r.length <= 128)
   )
-    throw bad(`removed is not a list of at most ${maxRemoved} peer ids`);
+    throw bad(`removed is not a list of at most ${maxRotationRemovals} peer ids`);
   if (typeof origin !== 'string' || origin.length === 0 || origin.length > 128)
     throw bad('origin is not a peer id');
   if (typeof at !== 'number' || !Number.isFinite(at)) throw bad('time is not a number');

@@ -18,7 +18,13 @@ import {
   encodeDocGossip,
   originTagBytes,
 } from './doc-update.ts';
-import { decodeKeyRotation, encodeKeyRotation, type KeyRotation, maxRotationBytes } from './key-rotation.ts';
+import {
+  decodeKeyRotation,
+  encodeKeyRotation,
+  type KeyRotation,
+  maxRotationBytes,
+  maxRotationRemovals,
+} from './key-rotation.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
 import { compareKeys, type MeshKey, MeshKeyring } from './mesh-key.ts';
 import { fullPeerAddr, type MeshProtocols, meshProtocols, peerIdOfAddr } from './mesh-protocols.ts';
@@ -62,6 +68,11 @@ export interface MeshTuning {
   /** Least time between two digest-triggered (anti-entropy) syncs with one peer. */
   antiEntropyMinMs: number;
 }
+
+/** The highest key epoch (it travels as 4 bytes). */
+const maxKeyEpoch = 0xffff_ffff;
+/** How far past its own epoch a node accepts a rotation (they come one epoch at a time). */
+const maxEpochJump = 16;
 
 /** Lines about refused messages logged per peer and kind of fault per minute; the rest are counted. */
 const rejectLogBurst = 20;
@@ -186,6 +197,8 @@ export class MeshNode {
    * undefined for a key read from disk. A removal outside it means the key may have reached that peer.
    */
   private keyRemoved: Set<string> | undefined;
+  /** The tail of the key work queue (see `serialized`). */
+  private keyWork: Promise<void> = Promise.resolve();
   private readonly tuning: MeshTuning;
   private readonly names: MeshProtocols;
   private readonly libp2p: MeshLibp2p;
@@ -563,12 +576,42 @@ export class MeshNode {
         hint: 'Run `meshd node remove` on another member, about this node.',
       });
     }
+    return this.serialized(() => this.rotateNow(removed));
+  }
+
+  /**
+   * Runs key work one piece at a time: a rotation decides on the keyring, stores the key and switches, with
+   * awaits in between; two of them interleaved could leave the losing key on disk and the winner in memory.
+   */
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.keyWork.then(work, work);
+    this.keyWork = run.then(
+      () => {},
+      () => {},
+    );
+    return run;
+  }
+
+  private async rotateNow(removed: readonly string[]): Promise<{ key: MeshKey; sentTo: string[] }> {
     await this.refuse(removed);
     const current = this.keyring.current();
+    if (current.epoch >= maxKeyEpoch) {
+      throw new MeshdError('E_KEY_EPOCH_EXHAUSTED', `the mesh key epoch is at its limit (${current.epoch})`, {
+        hint: 'Create a new mesh (`meshd init`) and join the machines to it.',
+      });
+    }
+    // every removal this node knows, not only the new ones: see `keyRemoved`
+    const all = [...this.denied].sort();
+    if (all.length > maxRotationRemovals) {
+      throw new MeshdError(
+        'E_TOO_MANY_REMOVALS',
+        `this mesh has removed ${all.length} machines; a key rotation carries at most ${maxRotationRemovals}`,
+        { hint: 'Create a new mesh (`meshd init`) and join the machines that remain to it.' },
+      );
+    }
     const rotation: KeyRotation = {
       key: { psk: new Uint8Array(randomBytes(32)), epoch: current.epoch + 1 },
-      // every removal this node knows, not only the new ones: see `keyRemoved`
-      removed: [...this.denied].sort(),
+      removed: all,
       origin: this.peerId,
       at: this.opts.clock.now(),
     };
@@ -581,27 +624,41 @@ export class MeshNode {
     return { key: rotation.key, sentTo };
   }
 
-  /** Sends an encoded rotation to every connected peer but `except` and the refused; returns who took it. */
+  /**
+   * Sends an encoded rotation to every connected peer but `except` and the refused, retrying each a few
+   * times (a neighbour that misses it keeps the old key and is cut off at its next reconnect). Returns
+   * the peers that took it.
+   */
   private async sendRotation(message: Uint8Array, except: string | undefined): Promise<string[]> {
     const targets = [...this.connectedPeerIds()].filter((id) => id !== except && !this.isDenied(id));
+    const sendOnce = async (id: string): Promise<void> => {
+      const peer = this.parsePeerId(id);
+      if (peer === undefined) throw new Error(`bad peer id ${id}`);
+      const deadline = this.deadline(this.tuning.dialTimeoutMs);
+      try {
+        const stream = await this.libp2p.dialProtocol(peer, this.names.rekeyProtocol, {
+          signal: deadline.signal,
+        });
+        const lp = lpStream(stream, { maxDataLength: maxRotationBytes });
+        await lp.write(message, { signal: deadline.signal });
+        await stream.close({ signal: deadline.signal });
+      } finally {
+        deadline.cancel();
+      }
+    };
     const sent = await Promise.all(
       targets.map(async (id) => {
-        const peer = this.parsePeerId(id);
-        if (peer === undefined) return undefined;
-        const deadline = this.deadline(this.tuning.dialTimeoutMs);
-        try {
-          const stream = await this.libp2p.dialProtocol(peer, this.names.rekeyProtocol, {
-            signal: deadline.signal,
-          });
-          const lp = lpStream(stream, { maxDataLength: maxRotationBytes });
-          await lp.write(message, { signal: deadline.signal });
-          await stream.close({ signal: deadline.signal });
-          return id;
-        } catch (err) {
-          this.log.warn('cannot send the rotated key to a peer', { peer: id, err: describeError(err) });
-          return undefined;
-        } finally {
-          deadline.cancel();
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await sendOnce(id);
+            return id;
+          } catch (err) {
+            if (attempt >= 3 || this.stopped || !this.isConnected(id)) {
+              this.log.warn('cannot send the rotated key to a peer', { peer: id, err: describeError(err) });
+              return undefined;
+            }
+            await new Promise<void>((r) => this.opts.clock.setTimeout(r, 250 * attempt));
+          }
         }
       }),
     );
@@ -645,9 +702,24 @@ export class MeshNode {
       this.opts.onRemoved?.(rotation);
       return;
     }
+    if (rotation.key.epoch > this.keyring.current().epoch + maxEpochJump) {
+      // Rotations travel only over live connections, one epoch at a time: a leap is a member trying to
+      // push the epoch to its limit, after which the mesh could never rotate again.
+      this.reject(
+        from,
+        new PeerProtocolError(
+          'E_PEER_BAD_ROTATION',
+          `peer ${from} sent a key rotation to epoch ${rotation.key.epoch}, far past this node's ${this.keyring.current().epoch}`,
+        ),
+      );
+      return;
+    }
+    await this.serialized(() => this.takeRotation(rotation, message, from));
+  }
+
+  private async takeRotation(rotation: KeyRotation, message: Uint8Array, from: string): Promise<void> {
     await this.refuse(rotation.removed);
-    const current = this.keyring.current();
-    if (compareKeys(rotation.key, current) < 0) {
+    if (compareKeys(rotation.key, this.keyring.current()) < 0) {
       try {
         await this.opts.persistKey?.(rotation.key);
       } catch (err) {
@@ -657,16 +729,15 @@ export class MeshNode {
         });
         return;
       }
-      if (this.keyring.adopt(rotation.key)) {
-        this.keyRemoved = new Set(rotation.removed);
-        this.log.info('mesh key rotated', {
-          epoch: rotation.key.epoch,
-          by: rotation.origin,
-          via: from,
-          removed: rotation.removed,
-        });
-        await this.sendRotation(message, from);
-      }
+      this.keyring.adopt(rotation.key);
+      this.keyRemoved = new Set(rotation.removed);
+      this.log.info('mesh key rotated', {
+        epoch: rotation.key.epoch,
+        by: rotation.origin,
+        via: from,
+        removed: rotation.removed,
+      });
+      await this.sendRotation(message, from);
     } else {
       this.log.debug('key rotation already known or superseded', { peer: from, epoch: rotation.key.epoch });
     }
@@ -677,7 +748,7 @@ export class MeshNode {
     const uncovered = covered === undefined ? [] : [...this.denied].filter((id) => !covered.has(id));
     if (uncovered.length > 0 && !this.stopped) {
       this.log.info('rotating again: the current key predates a removal', { removed: uncovered });
-      await this.rotateKey([]);
+      await this.rotateNow([]);
     }
   }
 
@@ -711,9 +782,12 @@ export class MeshNode {
     await this.libp2p.handle(
       this.names.rekeyProtocol,
       (stream, connection) => {
-        void this.onRotationStream(stream, connection);
+        this.onRotationStream(stream, connection).catch((err: unknown) => {
+          // a failure here (say, a full disk while re-rotating) must never take the daemon down
+          this.log.error('key rotation failed', { err: describeError(err) });
+        });
       },
-      { maxInboundStreams: 2, maxOutboundStreams: 2 },
+      { maxInboundStreams: 8, maxOutboundStreams: 8 },
     );
     pubsub.topicValidators.set(this.names.docTopic, (peer, msg) => this.onDocGossip(peer, msg.data));
     await this.presence.start();

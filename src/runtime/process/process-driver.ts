@@ -350,6 +350,18 @@ export class ProcessDriver implements RuntimeDriver {
     const paths = containerPaths(req.podDir, req.logDir, name);
     const relax = req.security;
     const unsandboxed = relax?.unsandboxed === true;
+    if (unsandboxed && !this.root) {
+      // Not root, meshd cannot switch the pod to the sandbox user: it would run as meshd's own user, which
+      // can read the mesh key and the node's identity and talk to its API socket.
+      throw new ProcessStartError(
+        'E_UNSANDBOXED_NEEDS_ROOT',
+        `container ${req.podKey}/${name} may run unsandboxed only when meshd runs as root`,
+        {
+          hint: 'Run meshd as root on this node, or drop `unsandboxed` from the pod (and from the node policy).',
+          details: { container: name },
+        },
+      );
+    }
     // Unsandboxed, the host's /tmp is shared: HOME is the container's own work dir instead.
     if (unsandboxed) env.HOME = paths.workDir;
     const args = unsandboxed

@@ -1,6 +1,10 @@
 // Tests of the bubblewrap command line: the security defaults are present and nothing smuggles options in.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { ValidationError } from '../../shared/errors.ts';
@@ -329,3 +333,30 @@ test('an unsandboxed command runs behind the gate: sh waits on fd 3, then execs 
   assert.throws(() => gateArgv([]), ValidationError);
   assert.throws(() => gateArgv(['a\0b']), ValidationError);
 });
+
+test('the gate runs the command only after the go line: a supervisor gone before it means exit 125', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshd-gate-'));
+  try {
+    // fd 3 holds what the supervisor wrote before it went away: nothing, or the go line
+    assert.deepEqual(runWithFd3(dir, ''), { status: 125, ran: false });
+    assert.deepEqual(runWithFd3(dir, 'go\n'), { status: 0, ran: true });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Runs `touch MARKER` behind the gate with `fd3` as the supervisor's go pipe content (then closed). */
+function runWithFd3(dir: string, fd3: string): { status: number | null; ran: boolean } {
+  const marker = join(dir, `ran-${fd3.length}`);
+  const feed = join(dir, `go-${fd3.length}`);
+  writeFileSync(feed, fd3);
+  const fd = openSync(feed, 'r');
+  try {
+    const r = spawnSync('/bin/sh', gateArgv(['touch', marker]).slice(1), {
+      stdio: ['ignore', 'ignore', 'ignore', fd],
+    });
+    return { status: r.status, ran: existsSync(marker) };
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -405,9 +405,10 @@ export function bwrapArgv(fds: SupervisorFds, command: readonly string[]): strin
 /**
  * The script of an unsandboxed container's gate: `sh` waits on fd 3 until the supervisor has moved it
  * into the container's cgroup, then execs the command in place (same pid). A failed exec prints
- * `meshd-gate: 1: exec: CMD: not found` (dash) and exits 127.
+ * `meshd-gate: 1: exec: CMD: not found` (dash) and exits 127. If the supervisor dies before it says go
+ * (fd 3 reaches its end with no line), the gate exits 125 instead of running the command unconfined.
  */
-export const GATE_SCRIPT = 'read -r _ <&3; exec "$@" 3<&-';
+export const GATE_SCRIPT = 'read -r _ <&3 || exit 125; exec "$@" 3<&-';
 export const GATE_NAME = 'meshd-gate';
 
 /** argv of an unsandboxed container: `/bin/sh -c GATE_SCRIPT meshd-gate CMD ARGS...`. */
