@@ -287,7 +287,9 @@ export class ContainerSupervisor {
 
   /** Kills an unsandboxed run: its process group (the gate called setsid), then every task of its cgroup. */
   private async killGated(run: Run): Promise<void> {
-    if (run.bwrapPid > 0) {
+    // Once the gate is reaped its pid (and so the group id) may belong to someone else: leave what is
+    // left of the group to the cgroup sweep below.
+    if (run.bwrapPid > 0 && !run.done) {
       try {
         process.kill(-run.bwrapPid, 'SIGKILL');
       } catch {}
