@@ -6,6 +6,7 @@ import type { Lease } from '../scheduler/cluster-view.ts';
 import { compareLeases } from '../scheduler/lease-claims.ts';
 import {
   admitLeases,
+  assertOwnLease,
   LeaseSignatureError,
   type LeaseSigner,
   type LeaseVerifier,
@@ -70,16 +71,7 @@ export function peerIdLeaseVerifier(maxRemembered = 10_000): LeaseVerifier {
 
 /** `signLease`, synchronously: the holder must be the signer. */
 export function signLeaseNow(lease: UnsignedLease, signer: SyncLeaseSigner): Lease {
-  if (signer.peerId !== lease.holder) {
-    throw new LeaseSignatureError(
-      'E_LEASE_SIGNER',
-      `lease for ${lease.slot} names holder ${lease.holder} but the signer is ${signer.peerId}`,
-      {
-        hint: 'A peer signs only its own leases; pass the local peer id as holder.',
-        details: { slot: lease.slot, peer: signer.peerId },
-      },
-    );
-  }
+  assertOwnLease(lease, signer.peerId);
   const sig = Buffer.from(signer.sign(leaseSigningPayload(lease))).toString('base64url');
   return { ...lease, sig };
 }

@@ -17,7 +17,12 @@ import { FAILED_STATES, GraphRunner, type StartResult } from '../lifecycle/graph
 import { PodJournal, type WhySnapshot } from '../lifecycle/journal.ts';
 import { buildStepGraph, type StepDefinition, type StepOutput } from '../lifecycle/step-graph.ts';
 import { renderSummary } from '../lifecycle/why-report.ts';
-import type { ContainerHandle, ContainerStatus, RuntimeDriver } from '../runtime/driver.ts';
+import {
+  type ContainerHandle,
+  type ContainerStatus,
+  type RuntimeDriver,
+  unknownStatus,
+} from '../runtime/driver.ts';
 import type { Clock, TimerHandle } from '../shared/clock.ts';
 import { describeError, NotFoundError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -855,18 +860,7 @@ export class PodAgent {
     try {
       return await this.opts.driver.status(h);
     } catch (err) {
-      return {
-        running: false,
-        state: 'unknown',
-        pid: undefined,
-        exitCode: undefined,
-        signal: undefined,
-        restarts: 0,
-        lastError: `status unavailable: ${describeError(err)}`,
-        supervisorAlive: false,
-        cgroup: undefined,
-        startLatencyMs: undefined,
-      };
+      return unknownStatus(`status unavailable: ${describeError(err)}`);
     }
   }
 

@@ -125,6 +125,22 @@ export interface ContainerStatus {
   startLatencyMs: number | undefined;
 }
 
+/** The status of a container nothing can be learned about (no state, or the driver failed), and why. */
+export function unknownStatus(lastError: string): ContainerStatus {
+  return {
+    running: false,
+    state: 'unknown',
+    pid: undefined,
+    exitCode: undefined,
+    signal: undefined,
+    restarts: 0,
+    lastError,
+    supervisorAlive: false,
+    cgroup: undefined,
+    startLatencyMs: undefined,
+  };
+}
+
 export interface PrepareReport {
   bwrapPath: string;
   bwrapVersion: string;

@@ -49,17 +49,21 @@ export function leaseSigningPayload(lease: UnsignedLease): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(fields));
 }
 
+/** Throws unless `signer` is the lease's holder: a peer signs only its own leases. */
+export function assertOwnLease(lease: UnsignedLease, signer: string): void {
+  if (signer === lease.holder) return;
+  throw new LeaseSignatureError(
+    'E_LEASE_SIGNER',
+    `lease for ${lease.slot} names holder ${lease.holder} but the signer is ${signer}`,
+    {
+      hint: 'A peer signs only its own leases; pass the local peer id as holder.',
+      details: { slot: lease.slot, peer: signer },
+    },
+  );
+}
+
 export async function signLease(lease: UnsignedLease, signer: LeaseSigner): Promise<Lease> {
-  if (signer.peerId !== lease.holder) {
-    throw new LeaseSignatureError(
-      'E_LEASE_SIGNER',
-      `lease for ${lease.slot} names holder ${lease.holder} but the signer is ${signer.peerId}`,
-      {
-        hint: 'A peer signs only its own leases; pass the local peer id as holder.',
-        details: { slot: lease.slot, peer: signer.peerId },
-      },
-    );
-  }
+  assertOwnLease(lease, signer.peerId);
   const sig = await signer.sign(leaseSigningPayload(lease));
   return { ...lease, sig: Buffer.from(sig).toString('base64url') };
 }

@@ -4,14 +4,12 @@ import { ValidationError } from '../shared/errors.ts';
 import type { WriteRules } from './field-ownership.ts';
 import { applyMergePatch, cloneJson, isPlainObject, type JsonObject, type JsonValue } from './merge-patch.ts';
 import {
-  type Author,
   type BaseRecord,
   compareStamps,
   type DroppedAuthor,
   type DroppedSummaries,
   droppedAuthorKey,
   type EntryChecker,
-  type RecordKind,
   type RevisionRecord,
   type RevisionSummary,
   resolveRevision,
@@ -247,21 +245,13 @@ export interface MaterializeContext {
   validate: (key: string, object: JsonObject) => string | undefined;
 }
 
-export interface HistoryEntry {
+/**
+ * One row of a pod's history: what a revision summary says (`concurrent`: neither this record nor some
+ * other had seen the other, see docs/decisions/0002; `rejected`: why it was skipped), and its label.
+ */
+export interface HistoryEntry extends RevisionSummary {
   /** What users see and type: `5`, or `5@3fa2` when concurrent records share 5. */
   revision: string;
-  lamport: number;
-  id: string;
-  author: Author;
-  controller: string;
-  kind: RecordKind;
-  at: number;
-  message?: string;
-  rollbackTo?: string;
-  /** Neither this record nor some other record had seen the other (see docs/decisions/0002). */
-  concurrent: boolean;
-  /** Why the record was skipped; absent when it took effect. */
-  rejected?: string;
   /** Waiting for a record it builds on that has not arrived yet (it is applied once it does). */
   pending?: boolean;
   /** Content folded into a compaction base: listed, and restorable only if `restorable`. */

@@ -481,17 +481,7 @@ export class ContainerSupervisor {
       await delay(this.clock, 2);
     }
     if (run.done) return;
-    if (!run.execConfirmed) this.log.warn('container exec not confirmed in time', { pid: run.containerPid });
-    run.execConfirmed = true;
-    this.state.state = this.stopRequested ? 'stopping' : 'running';
-    this.state.containerPid = run.containerPid;
-    this.state.containerStartTime = run.containerStartTime;
-    this.state.startLatencyMs = this.clock.now() - run.spawnedAt;
-    this.save();
-    this.log.info('container running unsandboxed', {
-      pid: run.containerPid,
-      startLatencyMs: this.state.startLatencyMs,
-    });
+    this.running(run, 'container running unsandboxed');
   }
 
   /** Moves bwrap and its pid-namespace init into the cgroup while both wait on the block fd. */
@@ -532,6 +522,11 @@ export class ContainerSupervisor {
       await delay(this.clock, 2);
     }
     if (run.done || run.containerPid === 0) return;
+    this.running(run, 'container running');
+  }
+
+  /** Records that the run's container has exec'd its command (or is taken to have, past the watch). */
+  private running(run: Run, message: string): void {
     if (!run.execConfirmed) this.log.warn('container exec not confirmed in time', { pid: run.containerPid });
     run.execConfirmed = true;
     this.state.state = this.stopRequested ? 'stopping' : 'running';
@@ -539,7 +534,7 @@ export class ContainerSupervisor {
     this.state.containerStartTime = run.containerStartTime;
     this.state.startLatencyMs = this.clock.now() - run.spawnedAt;
     this.save();
-    this.log.info('container running', { pid: run.containerPid, startLatencyMs: this.state.startLatencyMs });
+    this.log.info(message, { pid: run.containerPid, startLatencyMs: this.state.startLatencyMs });
   }
 
   private async teardown(): Promise<void> {

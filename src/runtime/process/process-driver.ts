@@ -23,6 +23,7 @@ import {
   SandboxPathError,
   SandboxUnavailableError,
   type StartRequest,
+  unknownStatus,
 } from '../driver.ts';
 import { killCgroupTasks, probeCgroupLayout, removeContainerCgroup } from './cgroup-limits.ts';
 import { delay, liveClock } from './live-clock.ts';
@@ -551,18 +552,7 @@ export class ProcessDriver implements RuntimeDriver {
   async status(handle: ContainerHandle): Promise<ContainerStatus> {
     const state = await readState(handle.stateFile);
     if (state === undefined) {
-      return {
-        running: false,
-        state: 'unknown',
-        pid: undefined,
-        exitCode: undefined,
-        signal: undefined,
-        restarts: 0,
-        lastError: `no readable state file at ${handle.stateFile}`,
-        supervisorAlive: false,
-        cgroup: undefined,
-        startLatencyMs: undefined,
-      };
+      return unknownStatus(`no readable state file at ${handle.stateFile}`);
     }
     const supervisorAlive = await isSameProcess(state.supervisorPid, state.supervisorStartTime);
     const containerAlive =
@@ -672,50 +662,33 @@ export class ProcessDriver implements RuntimeDriver {
     }
     if (launch.unsandboxed !== undefined) return this.execUnsandboxed(launch, command, opts);
     await this.checkSandbox();
-    return new Promise((resolveExec, reject) => {
-      const child = spawn(launch.bwrapPath, ['--seccomp', '3', '--args', '4', '--', ...command], {
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-        env: {},
-        cwd: '/',
-        ...(launch.hostUid === undefined ? {} : { uid: launch.hostUid }),
-        ...(launch.hostGid === undefined ? {} : { gid: launch.hostGid }),
-      });
-      let output = '';
-      const keep = (chunk: Buffer) => {
-        output = (output + chunk.toString('utf8')).slice(-EXEC_OUTPUT_CHARS);
-      };
-      child.stdout?.on('data', keep);
-      child.stderr?.on('data', keep);
-      const [, , , seccompFd, argsFd] = child.stdio as unknown as [
-        null,
-        null,
-        null,
-        NodeJS.WritableStream & { on(e: 'error', f: () => void): void },
-        NodeJS.WritableStream & { on(e: 'error', f: () => void): void },
-      ];
-      seccompFd?.on('error', () => {});
-      argsFd?.on('error', () => {});
-      seccompFd?.end(buildSeccompProgram());
-      argsFd?.end(encodeArgs(launch.sandboxOptions));
-      let timedOut = false;
-      // Killing bwrap kills the sandbox's init through its parent-death signal, hence everything in it.
-      const kill = () => {
-        timedOut = true;
-        if (child.pid !== undefined) signal(child.pid, 'SIGKILL');
-      };
-      const timer = this.clock.setTimeout(kill, opts.timeoutMs);
-      opts.signal?.addEventListener('abort', kill, { once: true });
-      child.once('error', (err) => {
-        timer.cancel();
-        opts.signal?.removeEventListener('abort', kill);
-        reject(new SandboxUnavailableError(`cannot run ${launch.bwrapPath}: ${err.message}`, { cause: err }));
-      });
-      child.once('close', (code, sig) => {
-        timer.cancel();
-        opts.signal?.removeEventListener('abort', kill);
-        resolveExec({ exitCode: code, signal: sig, timedOut, output: output.trim() });
-      });
+    const child = spawn(launch.bwrapPath, ['--seccomp', '3', '--args', '4', '--', ...command], {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+      env: {},
+      cwd: '/',
+      ...(launch.hostUid === undefined ? {} : { uid: launch.hostUid }),
+      ...(launch.hostGid === undefined ? {} : { gid: launch.hostGid }),
     });
+    const [, , , seccompFd, argsFd] = child.stdio as unknown as [
+      null,
+      null,
+      null,
+      NodeJS.WritableStream & { on(e: 'error', f: () => void): void },
+      NodeJS.WritableStream & { on(e: 'error', f: () => void): void },
+    ];
+    seccompFd?.on('error', () => {});
+    argsFd?.on('error', () => {});
+    seccompFd?.end(buildSeccompProgram());
+    argsFd?.end(encodeArgs(launch.sandboxOptions));
+    // Killing bwrap kills the sandbox's init through its parent-death signal, hence everything in it.
+    return this.collectExec(
+      child,
+      (pid) => pid,
+      opts,
+      (err) => {
+        throw new SandboxUnavailableError(`cannot run ${launch.bwrapPath}: ${err.message}`, { cause: err });
+      },
+    );
   }
 
   /**
@@ -729,15 +702,38 @@ export class ProcessDriver implements RuntimeDriver {
   ): Promise<ExecResult> {
     const gate = launch.unsandboxed as NonNullable<LaunchSpec['unsandboxed']>;
     const [program, ...args] = command;
+    const child = spawn(program ?? '', args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: gate.env,
+      cwd: gate.cwd,
+      detached: true,
+      ...(launch.hostUid === undefined ? {} : { uid: launch.hostUid }),
+      ...(launch.hostGid === undefined ? {} : { gid: launch.hostGid }),
+    });
+    return this.collectExec(
+      child,
+      (pid) => -pid,
+      opts,
+      (err) => {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+          return { exitCode: 127, signal: null, timedOut: false, output: `exec: ${program}: not found` };
+        throw new ProcessStartError('E_EXEC', `cannot run ${program}: ${err.message}`, { cause: err });
+      },
+    );
+  }
+
+  /**
+   * Waits for an exec'd `child`: keeps the tail of its output, SIGKILLs `target(pid)` (the process, or its
+   * group) at `timeoutMs` or on abort, and settles with how it ended. `onSpawnError` turns a failed spawn
+   * into a result, or throws the error the caller should see.
+   */
+  private collectExec(
+    child: ChildProcess,
+    target: (pid: number) => number,
+    opts: ExecOptions,
+    onSpawnError: (err: Error) => ExecResult,
+  ): Promise<ExecResult> {
     return new Promise((resolveExec, reject) => {
-      const child = spawn(program ?? '', args, {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: gate.env,
-        cwd: gate.cwd,
-        detached: true,
-        ...(launch.hostUid === undefined ? {} : { uid: launch.hostUid }),
-        ...(launch.hostGid === undefined ? {} : { gid: launch.hostGid }),
-      });
       let output = '';
       const keep = (chunk: Buffer) => {
         output = (output + chunk.toString('utf8')).slice(-EXEC_OUTPUT_CHARS);
@@ -747,7 +743,7 @@ export class ProcessDriver implements RuntimeDriver {
       let timedOut = false;
       const kill = () => {
         timedOut = true;
-        if (child.pid !== undefined) signal(-child.pid, 'SIGKILL');
+        if (child.pid !== undefined) signal(target(child.pid), 'SIGKILL');
       };
       const timer = this.clock.setTimeout(kill, opts.timeoutMs);
       opts.signal?.addEventListener('abort', kill, { once: true });
@@ -757,15 +753,11 @@ export class ProcessDriver implements RuntimeDriver {
       };
       child.once('error', (err) => {
         done();
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          resolveExec({
-            exitCode: 127,
-            signal: null,
-            timedOut: false,
-            output: `exec: ${program}: not found`,
-          });
-        } else
-          reject(new ProcessStartError('E_EXEC', `cannot run ${program}: ${err.message}`, { cause: err }));
+        try {
+          resolveExec(onSpawnError(err));
+        } catch (e) {
+          reject(e);
+        }
       });
       child.once('close', (code, sig) => {
         done();
