@@ -2,18 +2,6 @@
 
 import { h, svg } from './element.js';
 
-/** Same markers as `meshd why`, so the page and the terminal read alike. */
-const markers = {
-  waiting: '…',
-  running: '▶',
-  done: '✓',
-  failed: '✗',
-  'timed-out': '⏱',
-  'dependency-failed': '⊘',
-  skipped: '↷',
-  stopping: '▼',
-  stopped: '■',
-};
 const fills = {
   waiting: '#eeeeee',
   running: '#bbdefb',
@@ -43,7 +31,8 @@ function columns(steps) {
   return depth;
 }
 
-function graph(snapshot) {
+/** `markers`: the daemon's marker per step state (the same `meshd why` prints). */
+function graph(snapshot, markers) {
   const steps = Array.isArray(snapshot.steps) ? snapshot.steps : [];
   if (steps.length === 0) return h('p', {}, 'No steps recorded.');
   const depth = columns(steps);
@@ -143,7 +132,7 @@ export function lifecycleView(view) {
         'figure',
         { class: 'scroll' },
         h('figcaption', {}, `Slot ${slot.slot} on ${view.node} (${slot.phase}): ${slot.summary}`),
-        snapshot === undefined ? h('p', {}, 'No lifecycle run recorded yet.') : graph(snapshot),
+        snapshot === undefined ? h('p', {}, 'No lifecycle run recorded yet.') : graph(snapshot, view?.markers ?? {}),
         snapshot?.blocker
           ? h(
               'p',

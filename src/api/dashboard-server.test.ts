@@ -1,13 +1,14 @@
 // The dashboard server without a mesh: token and cookie, refusals, write attribution, live notices over its WebSocket.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { upgradeStatus } from '../../test/support/http-status.ts';
+import { waitFor } from '../../test/support/wait-for.ts';
 import { ManualClock } from '../shared/clock.ts';
 import { NotFoundError, ValidationError } from '../shared/errors.ts';
 import { createLogger } from '../shared/logger.ts';
@@ -85,6 +86,7 @@ function fakeHandlers(calls: Calls, listeners: Set<(e: MeshEvent) => void>, node
         summary: `pod ${name}: running`,
         slots: [],
         report: {},
+        markers: {},
       }),
       logs: async function* (name, q) {
         if (name !== 'web') throw new NotFoundError('E_NO_LOGS', `node n1 has no logs of pod ${name}`);
@@ -124,34 +126,16 @@ function http(
   });
 }
 
-/** Sends an upgrade request and resolves with the HTTP status it got (101 on success). */
-function upgradeStatus(port: number, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request({
-      host: '127.0.0.1',
-      port,
-      path: '/ws',
-      headers: {
-        connection: 'Upgrade',
-        upgrade: 'websocket',
-        'sec-websocket-version': '13',
-        'sec-websocket-key': randomBytes(16).toString('base64'),
-        ...headers,
-      },
-      timeout: 5000,
-    });
-    req.on('upgrade', (res, socket) => {
-      socket.destroy();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('response', (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('upgrade timed out')));
-    req.end();
+/** A WebSocket to the dashboard on `port`, authorised by `bearer`, once it is open. The caller closes it. */
+async function openSocket(port: number, bearer: string): Promise<WebSocket> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
+    headers: { authorization: `Bearer ${bearer}` },
+  } as unknown as string[]);
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error('websocket failed'));
   });
+  return ws;
 }
 
 describe('dashboard server', { timeout: 60_000 }, () => {
@@ -186,6 +170,17 @@ describe('dashboard server', { timeout: 60_000 }, () => {
     token = /#token=([A-Za-z0-9_-]+)$/.exec(info.url ?? '')?.[1] ?? '';
   });
 
+  /** Another dashboard over the same page files, whose handlers nobody notifies. */
+  const startQuiet = (dataDir: string, port?: number) =>
+    DashboardServer.start({
+      dataDir,
+      handlers: fakeHandlers(calls, new Set(), []),
+      logger,
+      clock,
+      ...(port === undefined ? {} : { port }),
+      webRoot: web,
+    });
+
   after(async () => {
     await dash.close();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -212,13 +207,13 @@ describe('dashboard server', { timeout: 60_000 }, () => {
     assert.doesNotMatch(page.body, /<title>app<\/title>/);
     assert.equal((await http(port, 'GET', '/app.js')).status, 401);
     assert.equal((await http(port, 'POST', '/api/pods', { body: '{}' })).status, 401);
-    assert.equal(await upgradeStatus(port, {}), 401);
+    assert.equal(await upgradeStatus(`${origin}/ws`), 401);
     const wrong = 'x'.repeat(43);
     assert.equal(
       (await http(port, 'GET', '/api/status', { headers: { authorization: `Bearer ${wrong}` } })).status,
       401,
     );
-    assert.equal(await upgradeStatus(port, { cookie: `meshd_dashboard_x=${wrong}` }), 401);
+    assert.equal(await upgradeStatus(`${origin}/ws`, { cookie: `meshd_dashboard_x=${wrong}` }), 401);
     assert.equal(
       (await http(port, 'GET', `/api/status?token=${token}`)).status,
       401,
@@ -247,7 +242,7 @@ describe('dashboard server', { timeout: 60_000 }, () => {
     assert.equal(page.status, 200);
     assert.match(String(page.headers['content-security-policy']), /script-src 'self'/);
     assert.equal((await http(port, 'GET', '/api/status', { headers: { cookie } })).status, 200);
-    assert.equal(await upgradeStatus(port, { cookie, origin }), 101);
+    assert.equal(await upgradeStatus(`${origin}/ws`, { cookie, origin }), 101);
     // Scripts may send the token itself.
     const bearer = await http(port, 'GET', '/api/session', { headers: { authorization: `Bearer ${token}` } });
     assert.deepEqual(JSON.parse(bearer.body), { node: 'n1', actor: 'dashboard@n1' });
@@ -281,7 +276,7 @@ describe('dashboard server', { timeout: 60_000 }, () => {
       body: 'text=x',
     });
     assert.equal(form.status, 400);
-    assert.equal(await upgradeStatus(port, { ...auth, origin: 'http://evil.example' }), 403);
+    assert.equal(await upgradeStatus(`${origin}/ws`, { ...auth, origin: 'http://evil.example' }), 403);
     assert.equal(calls.applied.length, 0);
   });
 
@@ -322,26 +317,16 @@ describe('dashboard server', { timeout: 60_000 }, () => {
     assert.equal(JSON.parse(none.body).error.code, 'E_NO_LOGS');
   });
 
-  test('a change reaches an open WebSocket as one coalesced notice; time-derived node states too', async () => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
-      headers: { authorization: `Bearer ${token}` },
-    } as unknown as string[]);
+  test('a change reaches an open WebSocket as one coalesced notice; time-derived node states too', async (t) => {
+    const ws = await openSocket(port, token);
+    t.after(() => ws.close());
     const received: MeshEvent[] = [];
-    await new Promise<void>((resolve, reject) => {
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new Error('websocket failed'));
-    });
     ws.onmessage = (e) => received.push(JSON.parse(String(e.data)) as MeshEvent);
-    const waitFor = async (n: number) => {
-      const deadline = Date.now() + 5000;
-      while (received.length < n) {
-        if (Date.now() > deadline) throw new Error(`expected ${n} notices, got ${JSON.stringify(received)}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
+    const notices = (n: number) =>
+      waitFor(() => received.length >= n, { timeoutMs: 5000, intervalMs: 10, what: `${n} notices` });
     for (const l of listeners) for (let i = 0; i < 5; i++) l({ type: 'doc', at: 1 });
     clock.advance(100);
-    await waitFor(1);
+    await notices(1);
     assert.deepEqual(
       received.map((e) => e.type),
       ['doc'],
@@ -363,87 +348,63 @@ describe('dashboard server', { timeout: 60_000 }, () => {
     });
     clock.advance(1000);
     clock.advance(100);
-    await waitFor(2);
+    await notices(2);
     assert.equal(received[1]?.type, 'peers');
-    ws.close();
   });
 
-  test('stopping the dashboard tells open pages "going away" (1001) and does not wait for them', async () => {
+  test('stopping the dashboard tells open pages "going away" (1001) and does not wait for them', async (t) => {
     const other = fs.mkdtempSync(join(tmpdir(), 'meshd-dash-'));
-    try {
-      const d = await DashboardServer.start({
-        dataDir: other,
-        handlers: fakeHandlers(calls, new Set(), []),
-        logger,
-        clock,
-        port: 0,
-        webRoot: web,
-      });
-      const info = d.info();
-      const bearer = /#token=(.+)$/.exec(info.url ?? '')?.[1] ?? '';
-      const ws = new WebSocket(`ws://127.0.0.1:${info.port}/ws`, {
-        headers: { authorization: `Bearer ${bearer}` },
-      } as unknown as string[]);
-      await new Promise<void>((resolve, reject) => {
-        ws.onopen = () => resolve();
-        ws.onerror = () => reject(new Error('websocket failed'));
-      });
-      const closed = new Promise<number>((resolve) => {
-        ws.onclose = (e) => resolve(e.code);
-      });
-      await d.close();
-      assert.equal(await closed, 1001);
-    } finally {
+    let d: DashboardServer | undefined;
+    t.after(async () => {
+      await d?.close();
       fs.rmSync(other, { recursive: true, force: true });
-    }
+    });
+    d = await startQuiet(other, 0);
+    const info = d.info();
+    const bearer = /#token=(.+)$/.exec(info.url ?? '')?.[1] ?? '';
+    const ws = await openSocket(info.port ?? 0, bearer);
+    t.after(() => ws.close());
+    const closed = new Promise<number>((resolve) => {
+      ws.onclose = (e) => resolve(e.code);
+    });
+    const stopping = d;
+    d = undefined;
+    await stopping.close();
+    assert.equal(await closed, 1001);
   });
 
-  test('a taken port or "off" leaves the node running without a dashboard, and says why', async () => {
+  test('a taken port or "off" leaves the node running without a dashboard, and says why', async (t) => {
     const blocker = createServer();
+    const other = fs.mkdtempSync(join(tmpdir(), 'meshd-dash-'));
+    t.after(() => {
+      blocker.close();
+      fs.rmSync(other, { recursive: true, force: true });
+    });
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const taken = (blocker.address() as { port: number }).port;
-    const other = fs.mkdtempSync(join(tmpdir(), 'meshd-dash-'));
+    writeDashboardPort(other, taken);
+    const d = await startQuiet(other);
     try {
-      writeDashboardPort(other, taken);
-      const d = await DashboardServer.start({
-        dataDir: other,
-        handlers: fakeHandlers(calls, new Set(), []),
-        logger,
-        clock,
-        webRoot: web,
-      });
       assert.equal(d.info().listening, false);
       assert.match(d.info().problem ?? '', new RegExp(`port ${taken} .* in use`));
+    } finally {
       await d.close();
-      writeDashboardPort(other, 'off');
-      const off = await DashboardServer.start({
-        dataDir: other,
-        handlers: fakeHandlers(calls, new Set(), []),
-        logger,
-        clock,
-        webRoot: web,
-      });
+    }
+    writeDashboardPort(other, 'off');
+    const off = await startQuiet(other);
+    try {
       assert.deepEqual(
         [off.info().listening, off.info().url, off.info().problem],
         [false, null, 'the dashboard is turned off on this node'],
       );
-      await off.close();
     } finally {
-      blocker.close();
-      fs.rmSync(other, { recursive: true, force: true });
+      await off.close();
     }
   });
 
   test('the token survives a restart; a token file readable by others is tightened', async () => {
     fs.chmodSync(dashboardTokenFile(dir), 0o644);
-    const again = await DashboardServer.start({
-      dataDir: dir,
-      handlers: fakeHandlers(calls, new Set(), []),
-      logger,
-      clock,
-      port: 0,
-      webRoot: web,
-    });
+    const again = await startQuiet(dir, 0);
     try {
       assert.ok(again.info().url?.endsWith(`#token=${token}`));
       assert.equal(fs.statSync(dashboardTokenFile(dir)).mode & 0o777, 0o600);

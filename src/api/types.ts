@@ -102,6 +102,8 @@ export interface WhyView {
   /** Set when the running node could not be asked: what the document last said. */
   unreachable?: string;
   slots: Array<{ slot: number; phase: string; summary: string; text: string; blame: string; dot: string }>;
+  /** The marker of every step state, as the text report uses them (the dashboard draws the same). */
+  markers: Readonly<Record<string, string>>;
   /** The raw report (journal snapshots) for `-o json`. */
   report: unknown;
 }

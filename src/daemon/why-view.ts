@@ -1,7 +1,7 @@
 // Turns a node's WhyReport (journal snapshots) into what `meshd why` prints: text, blame and Graphviz per slot.
 
 import type { WhyView } from '../api/types.ts';
-import { renderBlame, renderDot, renderText } from '../lifecycle/why-report.ts';
+import { renderBlame, renderDot, renderText, STATE_MARKERS } from '../lifecycle/why-report.ts';
 import type { WhyReport } from './pod-agent.ts';
 
 export function whyView(report: WhyReport, extra: { unreachable?: string } = {}): WhyView {
@@ -19,6 +19,7 @@ export function whyView(report: WhyReport, extra: { unreachable?: string } = {})
       blame: s.snapshot === undefined ? '' : renderBlame(s.snapshot),
       dot: s.snapshot === undefined ? '' : renderDot(s.snapshot),
     })),
+    markers: STATE_MARKERS,
     report,
   };
 }
