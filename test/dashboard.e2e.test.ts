@@ -1,15 +1,14 @@
 // End to end in a real browser (Debian's chromium via playwright-core): the dashboard of a three-peer mesh started through the CLI.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import type { PodDescription, RevisionView } from '../src/api/types.ts';
-import { fixedLoopback, MeshFixture } from './support/meshd-cli.ts';
+import { upgradeStatus as upgradeStatusOf } from './support/http-status.ts';
+import { fixedLoopback, lastLine, MeshFixture } from './support/meshd-cli.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const chromiumPath = '/usr/bin/chromium';
@@ -38,8 +37,6 @@ type PageGlobals = {
   sameDocument?: boolean;
 };
 
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
-
 const webSpec = (greeting: string) => `kind: Pod
 name: web
 spec:
@@ -52,31 +49,8 @@ spec:
 `;
 
 /** The status an upgrade request to /ws gets (101 when it becomes a WebSocket). */
-function upgradeStatus(origin: string, headers: Record<string, string> = {}): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${origin}/ws`, {
-      headers: {
-        connection: 'Upgrade',
-        upgrade: 'websocket',
-        'sec-websocket-version': '13',
-        'sec-websocket-key': randomBytes(16).toString('base64'),
-        ...headers,
-      },
-      timeout: 5000,
-    });
-    req.on('upgrade', (res, socket) => {
-      socket.destroy();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('response', (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('timeout', () => req.destroy(new Error('upgrade request timed out')));
-    req.on('error', reject);
-    req.end();
-  });
-}
+const upgradeStatus = (origin: string, headers: Record<string, string> = {}) =>
+  upgradeStatusOf(`${origin}/ws`, headers);
 
 describe('the dashboard in a real browser, on three peers', { timeout: 300_000 }, () => {
   let mesh: MeshFixture;
@@ -98,31 +72,10 @@ describe('the dashboard in a real browser, on three peers', { timeout: 300_000 }
     const listen: Record<string, string[]> = {};
     for (const n of ['a', 'b', 'c']) listen[n] = await fixedLoopback();
     // Three daemons on one host: each dashboard on a free port (the default 7947 fits one node per host).
-    const token = lastLine(
-      await mesh.ok('a', [
-        'init',
-        '--name',
-        'home',
-        '--node-name',
-        'a',
-        ...(listen.a ?? []),
-        '--dashboard-port',
-        '0',
-        '--detach',
-      ]),
-    );
-    for (const n of ['b', 'c']) {
-      await mesh.ok(n, [
-        'join',
-        token,
-        '--node-name',
-        n,
-        ...(listen[n] ?? []),
-        '--dashboard-port',
-        '0',
-        '--detach',
-      ]);
-    }
+    await mesh.form(['a', 'b', 'c'], {
+      initFlags: ['--name', 'home'],
+      flags: (n) => [...(listen[n] ?? []), '--dashboard-port', '0'],
+    });
     const file = join(mesh.root, 'web.yaml');
     fs.writeFileSync(file, webSpec('hello'));
     await mesh.ok('a', ['apply', '-f', file, '--as', 'alice']);

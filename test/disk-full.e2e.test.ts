@@ -20,18 +20,12 @@ import { test } from 'node:test';
 import type { PodEntry, StatusView } from '../src/api/types.ts';
 import { DataDir, processStartTime } from '../src/daemon/data-dir.ts';
 import { isAlive, loopback, MeshFixture } from './support/meshd-cli.ts';
+import { sleeperPodYaml } from './support/pod-specs.ts';
 import { killSupervisorsUnder } from './support/pod-world.ts';
 import { assertSqliteIntact } from './support/sqlite-check.ts';
 import { waitFor } from './support/wait-for.ts';
 
-const podSpec = (name: string) => `kind: Pod
-name: ${name}
-spec:
-  containers:
-    - name: app
-      command: [sleep, "3600"]
-      env: { PADDING: "${'p'.repeat(2000)}" }
-`;
+const podSpec = (name: string) => sleeperPodYaml(name, { PADDING: 'p'.repeat(2000) });
 
 /** Takes every free byte of the file system holding `file`: big chunks first, then down to single bytes. */
 function fill(file: string): number {

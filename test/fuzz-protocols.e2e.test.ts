@@ -22,20 +22,12 @@ import { encodePresenceFrame } from '../src/mesh/presence-frame.ts';
 import { concatBytes, lengthPrefixed, mutate, SeededRandom, varint } from './support/fuzz-bytes.ts';
 import { hostilePeer } from './support/hostile-peer.ts';
 import { isAlive, loopback, MeshFixture } from './support/meshd-cli.ts';
+import { sleeperPodYaml } from './support/pod-specs.ts';
 import { assertSqliteIntact } from './support/sqlite-check.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const seed = Number(process.env.MESHD_FUZZ_SEED ?? randomInt(2 ** 31));
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
 const packr = new Packr({ useRecords: false });
-
-const podSpec = (name: string) => `kind: Pod
-name: ${name}
-spec:
-  containers:
-    - name: app
-      command: [sleep, "3600"]
-`;
 
 /** What one fuzz case sends on a fresh stream, and whether it then closes its side (FIN) or resets (RST). */
 interface FuzzCase {
@@ -305,12 +297,13 @@ test('random and malformed bytes on every protocol, and malformed Yjs updates: t
   const started = Date.now();
   const mesh = await MeshFixture.create('meshd-fuzz-');
   t.after(() => mesh.cleanup());
-  const common = ['--dashboard-port', 'off', ...loopback, '--detach'];
-  const token = lastLine(await mesh.ok('a', ['init', '--name', 'fuzz', '--node-name', 'a', ...common]));
-  await mesh.ok('b', ['join', token, '--node-name', 'b', ...common]);
+  await mesh.form(['a', 'b'], {
+    initFlags: ['--name', 'fuzz'],
+    flags: () => ['--dashboard-port', 'off', ...loopback],
+  });
   for (const name of ['alpha', 'beta']) {
     const file = join(mesh.root, `${name}.yaml`);
-    writeFileSync(file, podSpec(name));
+    writeFileSync(file, sleeperPodYaml(name));
     await mesh.ok('a', ['apply', '-f', file, '--as', 'tester']);
   }
   const listed = async (node: string, names: string[]) => {
@@ -640,7 +633,7 @@ test('random and malformed bytes on every protocol, and malformed Yjs updates: t
 
   // An honest edit on b still reaches the victim.
   const gammaFile = join(mesh.root, 'gamma.yaml');
-  writeFileSync(gammaFile, podSpec('gamma'));
+  writeFileSync(gammaFile, sleeperPodYaml('gamma'));
   await mesh.ok('b', ['apply', '-f', gammaFile, '--as', 'tester']);
   await mesh.ok('b', ['label', 'node', 'b', 'fuzz=survived']);
   await waitFor(

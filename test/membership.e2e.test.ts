@@ -7,8 +7,6 @@ import { decodeJoinToken } from '../src/mesh/join-token.ts';
 import { fixedLoopback, MeshFixture } from './support/meshd-cli.ts';
 import { waitFor } from './support/wait-for.ts';
 
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
-
 describe('removing a machine from a four-node mesh', { timeout: 300_000 }, () => {
   let mesh: MeshFixture;
   let oldToken = '';
@@ -17,11 +15,7 @@ describe('removing a machine from a four-node mesh', { timeout: 300_000 }, () =>
 
   before(async () => {
     mesh = await MeshFixture.create('meshd-members-');
-    oldToken = lastLine(
-      await mesh.ok('a', ['init', '--node-name', 'a', ...(await fixedLoopback()), '--detach']),
-    );
-    for (const n of ['b', 'c', 'd'])
-      await mesh.ok(n, ['join', oldToken, '--node-name', n, ...(await fixedLoopback()), '--detach']);
+    oldToken = await mesh.form(['a', 'b', 'c', 'd'], { flags: () => fixedLoopback() });
     for (const n of ['a', 'b', 'c', 'd']) {
       await waitFor(
         async () =>

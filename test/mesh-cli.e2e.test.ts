@@ -5,10 +5,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { NodeEntry, PeerEntry, StatusView } from '../src/api/types.ts';
 import { decodeJoinToken, encodeJoinToken } from '../src/mesh/join-token.ts';
-import { fixedLoopback, isAlive, loopback, MeshFixture, runMeshd } from './support/meshd-cli.ts';
+import { fixedLoopback, isAlive, lastLine, loopback, MeshFixture, runMeshd } from './support/meshd-cli.ts';
 import { waitFor } from './support/wait-for.ts';
-
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
 
 describe('a three-node mesh driven through the CLI', { timeout: 240_000 }, () => {
   let mesh: MeshFixture;
@@ -17,20 +15,8 @@ describe('a three-node mesh driven through the CLI', { timeout: 240_000 }, () =>
   before(async () => {
     mesh = await MeshFixture.create();
     // Fixed ports, as real nodes have: restarted nodes find each other at the addresses they remember.
-    token = lastLine(
-      await mesh.ok('a', [
-        'init',
-        '--name',
-        'home',
-        '--node-name',
-        'a',
-        ...(await fixedLoopback()),
-        '--detach',
-      ]),
-    );
+    token = await mesh.form(['a', 'b', 'c'], { initFlags: ['--name', 'home'], flags: () => fixedLoopback() });
     assert.match(token, /^meshd1/);
-    await mesh.ok('b', ['join', token, '--node-name', 'b', ...(await fixedLoopback()), '--detach']);
-    await mesh.ok('c', ['join', token, '--node-name', 'c', ...(await fixedLoopback()), '--detach']);
   });
 
   after(async () => {

@@ -8,8 +8,6 @@ import type { PodDescription, PodEntry, RevisionView } from '../src/api/types.ts
 import { fixedLoopback, MeshFixture } from './support/meshd-cli.ts';
 import { waitFor } from './support/wait-for.ts';
 
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
-
 const webSpec = (greeting: string, memory = '64Mi') => `kind: Pod
 name: web
 spec:
@@ -41,11 +39,7 @@ describe('pods as versioned objects across three peers', { timeout: 300_000 }, (
   before(async () => {
     mesh = await MeshFixture.create('meshd-pods-');
     for (const n of ['a', 'b', 'c']) listen[n] = await fixedLoopback();
-    const token = lastLine(
-      await mesh.ok('a', ['init', '--name', 'home', '--node-name', 'a', ...(listen.a ?? []), '--detach']),
-    );
-    await mesh.ok('b', ['join', token, '--node-name', 'b', ...(listen.b ?? []), '--detach']);
-    await mesh.ok('c', ['join', token, '--node-name', 'c', ...(listen.c ?? []), '--detach']);
+    await mesh.form(['a', 'b', 'c'], { initFlags: ['--name', 'home'], flags: (n) => listen[n] ?? [] });
   });
 
   after(async () => {

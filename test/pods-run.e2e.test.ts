@@ -2,14 +2,13 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { PodEntry, WhyView } from '../src/api/types.ts';
+import { httpStatus } from './support/http-status.ts';
 import { fixedLoopback, isAlive, MeshFixture } from './support/meshd-cli.ts';
 import { waitFor } from './support/wait-for.ts';
 
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
 /** meshd substitutes `${PORT_HTTP}` in commands itself: a plain string, not a template. */
 const portHttp = ['$', '{PORT_HTTP}'].join('');
 
@@ -23,18 +22,6 @@ spec:
   placement: { host: ${host} }
 `;
 
-function httpStatus(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/', timeout: 2000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.end();
-  });
-}
-
 describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
   let mesh: MeshFixture;
   const file = (name: string, text: string) => {
@@ -47,13 +34,8 @@ describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
 
   before(async () => {
     mesh = await MeshFixture.create('meshd-run-');
-    const token = lastLine(
-      await mesh.ok('a', ['init', '--node-name', 'a', ...(await fixedLoopback()), '--detach']),
-    );
-    await mesh.ok('b', ['join', token, '--node-name', 'b', ...(await fixedLoopback()), '--detach']);
+    await mesh.form(['a', 'b', 'c'], { flags: () => fixedLoopback() });
     // c runs an operator plugin step that sleeps past its timeout, before running.target
-    const cListen = await fixedLoopback();
-    await mesh.ok('c', ['join', token, '--node-name', 'c', ...cListen, '--detach']);
     await mesh.ok('c', ['down']);
     const configFile = join(mesh.dataDir('c'), 'meshd.json');
     const config = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
@@ -92,7 +74,7 @@ describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
     assert.equal(s.node, 'b');
     const port = s.ports.http;
     assert.ok(port !== undefined);
-    await waitFor(async () => (await httpStatus(port)) === 200, {
+    await waitFor(async () => (await httpStatus(`http://127.0.0.1:${port}/`, 2000)) === 200, {
       timeoutMs: 15_000,
       what: 'HTTP 200 from the pod',
     });

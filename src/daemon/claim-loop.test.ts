@@ -2,9 +2,9 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import fc from 'fast-check';
 import * as Y from 'yjs';
+import { seededKey } from '../../test/support/test-keys.ts';
 import { leaseValid, resolveAll } from '../scheduler/lease-claims.ts';
 import { slotsOf } from '../scheduler/slots.ts';
 import { fakeVerifier, lease, nodeArb, podsArb, T0, view } from '../scheduler/view-fixtures.ts';
@@ -42,6 +42,21 @@ function holderEverywhere(world: ClaimWorld, pod: string, slot = 0): string {
   return seen[0] as string;
 }
 
+/** Steps the clock by `stepMs` until one of `candidates` runs `pod` or `limitMs` have passed since `since`. */
+function stepUntilSuccessor(
+  world: ClaimWorld,
+  pod: string,
+  candidates: readonly string[],
+  opts: { since: number; stepMs: number; limitMs: number },
+): string | undefined {
+  let successor: string | undefined;
+  while (successor === undefined && world.clock.now() - opts.since < opts.limitMs) {
+    world.clock.advance(opts.stepMs);
+    successor = candidates.find((n) => world.desired(n, pod).length > 0);
+  }
+  return successor;
+}
+
 test('replicas: 3 land on 3 distinct nodes within a few ms of the apply, and every peer agrees', async (t) => {
   const world = await ClaimWorld.create([{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }]);
   t.after(() => world.stop());
@@ -71,11 +86,11 @@ test('ha: a silent holder is replaced as its haGrace ends, with epoch + 1; back,
   const silentAt = world.clock.now();
   world.partition([old], others);
 
-  let successor: string | undefined;
-  while (successor === undefined && world.clock.now() - silentAt < 20_000) {
-    world.clock.advance(100);
-    successor = others.find((n) => world.desired(n, 'db').length > 0);
-  }
+  const successor = stepUntilSuccessor(world, 'db', others, {
+    since: silentAt,
+    stepMs: 100,
+    limitMs: 20_000,
+  });
   assert.ok(successor !== undefined, 'another node took the slot');
   const took = world.clock.now() - silentAt;
   // the grace counts from the last heartbeat, up to one period (1 s) before the silence began
@@ -107,11 +122,11 @@ test('ha: the successor claims the moment the grace ends, not at the next period
   const others = world.peers.map((p) => p.name).filter((n) => n !== old);
   const lastHeard = world.clock.now();
   world.partition([old], others);
-  let successor: string | undefined;
-  while (successor === undefined && world.clock.now() - lastHeard < 60_000) {
-    world.clock.advance(10);
-    successor = others.find((n) => world.desired(n, 'db').length > 0);
-  }
+  const successor = stepUntilSuccessor(world, 'db', others, {
+    since: lastHeard,
+    stepMs: 10,
+    limitMs: 60_000,
+  });
   const took = world.clock.now() - lastHeard;
   assert.ok(successor !== undefined, 'another node took the slot');
   // presence is heard once a second here, so the grace counts from up to 1 s before the partition
@@ -366,11 +381,12 @@ test("a lease forged in a silent holder's name is no sign of its life: the slot 
   forger.doc.transact(() =>
     forger.doc.getMap<unknown>(leasesMapName).set(leaseKey('pod/ghost#0', victim.peerId), forged),
   );
-  let successor: string | undefined;
-  while (successor === undefined && world.clock.now() - silentAt < 20_000) {
-    world.clock.advance(100);
-    successor = others.find((p) => world.desired(p.name, 'db').length > 0)?.name;
-  }
+  const successor = stepUntilSuccessor(
+    world,
+    'db',
+    others.map((p) => p.name),
+    { since: silentAt, stepMs: 100, limitMs: 20_000 },
+  );
   const took = world.clock.now() - silentAt;
   assert.ok(
     successor !== undefined && took <= 5000 + 1000 + 100,
@@ -470,11 +486,7 @@ test('deleting a pod releases its slots everywhere', async (t) => {
 });
 
 test('property: explain() judges every holder exactly as leaseValid does against the whole view', async (t) => {
-  const leases = new LeaseStore(
-    new Y.Doc(),
-    ed25519LeaseSigner(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(99))),
-    fakeVerifier,
-  );
+  const leases = new LeaseStore(new Y.Doc(), ed25519LeaseSigner(await seededKey(99)), fakeVerifier);
   const clock = new ManualClock(T0);
   fc.assert(
     fc.property(

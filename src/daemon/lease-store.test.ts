@@ -2,13 +2,12 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import fc from 'fast-check';
 import * as Y from 'yjs';
+import { seededLeaseSigners } from '../../test/support/test-keys.ts';
 import { claimLease, releaseLease, resolveAll } from '../scheduler/lease-claims.ts';
 import { admitLeases, leaseSigningPayload } from '../scheduler/lease-signature.ts';
 import {
-  ed25519LeaseSigner,
   LeaseStore,
   leaseKey,
   leasesMapName,
@@ -17,11 +16,7 @@ import {
   signLeaseNow,
 } from './lease-store.ts';
 
-const signers: SyncLeaseSigner[] = await Promise.all(
-  [21, 22, 23].map(async (n) =>
-    ed25519LeaseSigner(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(n))),
-  ),
-);
+const signers = await seededLeaseSigners([21, 22, 23]);
 const [s1, s2, s3] = signers as [SyncLeaseSigner, SyncLeaseSigner, SyncLeaseSigner];
 const SLOT = 'pod/web#0';
 

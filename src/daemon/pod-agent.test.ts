@@ -17,6 +17,7 @@ import { createPodWorld, NODE, type PodWorld, podTestRoot } from '../../test/sup
 import { waitFor } from '../../test/support/wait-for.ts';
 import { execHookStep } from '../lifecycle/plugin-steps.ts';
 import type { ContainerStatus } from '../runtime/driver.ts';
+import { status as mockStatus } from '../runtime/mock/mock-driver.ts';
 import { isSameProcess, readProcStat } from '../runtime/process/proc-stat.ts';
 import { systemClock } from '../shared/clock.ts';
 import { parsePodSpec, podStatusKey } from '../state/pod-spec.ts';
@@ -57,6 +58,38 @@ function running(w: PodWorld, pod: string, slot = 0) {
   return s?.phase === 'running' && typeof s.pid === 'number' ? s : undefined;
 }
 
+/** A pod of one container `app` running `command` (a YAML flow list), pinned to `host` (none if undefined). */
+function podYaml(name: string, command: string, host: string | undefined = NODE): string {
+  return `kind: Pod
+name: ${name}
+spec:
+${host === undefined ? '' : `  placement: { host: ${host} }\n`}  containers:
+    - name: app
+      command: ${command}
+`;
+}
+
+/** Waits until slot 0 of `pod` reports phase failed, and returns its status. */
+function failedSlot(w: PodWorld, pod: string, what = 'slot 0 failed', timeoutMs = 20_000) {
+  return waitFor(() => (w.slot(pod)?.phase === 'failed' ? w.slot(pod) : undefined), { timeoutMs, what });
+}
+
+/** Waits until slot 0 of `pod` runs again in a process other than `oldPid`, and returns its status. */
+function runningAgain(w: PodWorld, pod: string, oldPid: unknown, what: string) {
+  return waitFor(
+    () => {
+      const s = running(w, pod);
+      return s !== undefined && s.pid !== oldPid ? s : undefined;
+    },
+    { timeoutMs: 20_000, what },
+  );
+}
+
+/** Whether `pid` is still the process it was (not gone, not reused). */
+async function stillRuns(pid: number): Promise<boolean> {
+  return isSameProcess(pid, (await readProcStat(pid))?.startTime ?? -1);
+}
+
 /** Records of the pod and of its status object: a re-adoption must add to neither. */
 function historyLength(w: PodWorld, pod: string): number {
   return (
@@ -64,19 +97,8 @@ function historyLength(w: PodWorld, pod: string): number {
   );
 }
 
-const cs = (over: Partial<ContainerStatus>): ContainerStatus => ({
-  running: true,
-  state: 'running',
-  pid: 10,
-  exitCode: undefined,
-  signal: undefined,
-  restarts: 0,
-  lastError: undefined,
-  supervisorAlive: true,
-  cgroup: undefined,
-  startLatencyMs: undefined,
-  ...over,
-});
+/** A running container's status (as the mock runtime reports one) with pid 10, changed by `over`. */
+const cs = (over: Partial<ContainerStatus>): ContainerStatus => ({ ...mockStatus(true), pid: 10, ...over });
 
 test('slot health: crash loops keep running with the error, dead supervisors are lost, finished pods stop', () => {
   assert.deepEqual(slotHealth('always', [['a', cs({})]]), {
@@ -275,22 +297,15 @@ test('a pod pinned here runs sandboxed, answers HTTP, reports its slot, and rest
   // Back to one replica: slot 1 stops and its entry leaves the status.
   w.apply(webSpec(', --directory, /tmp'));
   await waitFor(() => w.slot('web', 1) === undefined, { timeoutMs: 20_000, what: 'slot 1 to be removed' });
-  assert.equal(
-    await isSameProcess(two.pid as number, (await readProcStat(two.pid as number))?.startTime ?? -1),
-    false,
-  );
+  assert.equal(await stillRuns(two.pid as number), false);
   assert.equal(running(w, 'web')?.pid, after.pid);
 
   // Delete: every slot stops, nothing of it is left running.
   w.store.delete('pod/web', { peer: w.signer.peer, host: NODE, actor: 'tester' });
-  await waitFor(
-    async () =>
-      !(await isSameProcess(after.pid as number, (await readProcStat(after.pid as number))?.startTime ?? -1)),
-    {
-      timeoutMs: 20_000,
-      what: 'the deleted pod to stop',
-    },
-  );
+  await waitFor(async () => !(await stillRuns(after.pid as number)), {
+    timeoutMs: 20_000,
+    what: 'the deleted pod to stop',
+  });
   await agent.check();
   assert.equal(agent.describeLocal('web'), undefined);
   assert.equal(agent.why('web'), undefined);
@@ -298,20 +313,10 @@ test('a pod pinned here runs sandboxed, answers HTTP, reports its slot, and rest
 
 test('a bad command fails process.start with the reason in why, and nothing runs', async (t) => {
   const w = await world(t);
-  w.apply(`kind: Pod
-name: bad
-spec:
-  placement: { host: ${NODE} }
-  containers:
-    - name: app
-      command: [python4, -c, "print(1)"]
-`);
+  w.apply(podYaml('bad', '[python4, -c, "print(1)"]'));
   const agent = w.agent();
   await agent.start();
-  const slot = await waitFor(() => (w.slot('bad')?.phase === 'failed' ? w.slot('bad') : undefined), {
-    timeoutMs: 20_000,
-    what: 'slot 0 failed',
-  });
+  const slot = await failedSlot(w, 'bad');
   assert.match(String(slot.lastError), /^process\.start: container app: exec: python4: not found/);
   assert.equal(slot.runningRevision, undefined);
   assert.equal(slot.pid, undefined);
@@ -344,20 +349,10 @@ test('a plugin hook that sleeps past its timeout shows timed-out, and its proces
     'lifecycle.hooks[0]',
     { clock: systemClock, killGraceMs: 500 },
   );
-  w.apply(`kind: Pod
-name: hooked
-spec:
-  placement: { host: ${NODE} }
-  containers:
-    - name: app
-      command: [sleep, "600"]
-`);
+  w.apply(podYaml('hooked', '[sleep, "600"]'));
   const agent = w.agent({ pluginSteps: [hook] });
   await agent.start();
-  const slot = await waitFor(() => (w.slot('hooked')?.phase === 'failed' ? w.slot('hooked') : undefined), {
-    timeoutMs: 20_000,
-    what: 'slot 0 failed',
-  });
+  const slot = await failedSlot(w, 'hooked');
   assert.equal(slot.lastError, 'slow.hook timed-out: timed out after 300 ms');
   const snap = agent.why('hooked')?.slots[0]?.snapshot;
   const step = snap?.steps.find((s) => s.name === 'slow.hook');
@@ -403,21 +398,12 @@ test('a new agent over the same data dir re-adopts: same pid, no restart, no new
     timeoutMs: 20_000,
     what: 'the edit to run',
   });
-  assert.equal(
-    await isSameProcess(slot.pid as number, (await readProcStat(slot.pid as number))?.startTime ?? -1),
-    false,
-  );
+  assert.equal(await stillRuns(slot.pid as number), false);
 });
 
 test('a new lease epoch for a slot it runs restarts it, so the pod holds the current fencing token', async (t) => {
   const w = await world(t);
-  w.apply(`kind: Pod
-name: fenced
-spec:
-  containers:
-    - name: app
-      command: [sleep, "3600"]
-`);
+  w.apply(podYaml('fenced', '[sleep, "3600"]', undefined));
   let desired = [{ pod: 'fenced', slot: 0, leaseEpoch: 1 }];
   const agent = w.agent({ desiredSlots: () => desired });
   await agent.start();
@@ -427,26 +413,14 @@ spec:
   assert.equal(epochOf(first.pid as number), '1');
   // This node claimed the slot again (say, after a heal settled a concurrent claim): epoch 3 now.
   desired = [{ pod: 'fenced', slot: 0, leaseEpoch: 3 }];
-  const second = await waitFor(
-    () => {
-      const s = running(w, 'fenced');
-      return s !== undefined && s.pid !== first.pid ? s : undefined;
-    },
-    { timeoutMs: 20_000, what: 'the slot to restart' },
-  );
+  const second = await runningAgain(w, 'fenced', first.pid, 'the slot to restart');
   assert.equal(epochOf(second.pid as number), '3');
   assert.equal(agent.describeLocal('fenced')?.slots[0]?.leaseEpoch, 3);
 });
 
 test('a slot claimed for this node starts at once, not at the next poll', async (t) => {
   const w = await world(t);
-  w.apply(`kind: Pod
-name: claimed
-spec:
-  containers:
-    - name: app
-      command: [sleep, "3600"]
-`);
+  w.apply(podYaml('claimed', '[sleep, "3600"]', undefined));
   let desired: { pod: string; slot: number; leaseEpoch: number }[] = [];
   const listeners = new Set<() => void>();
   // the poll is an hour away: only the desired-change notice can start the slot in time
@@ -480,13 +454,7 @@ test('after a host reboot (supervisors gone), a cold agent starts its pods again
 
   const second = w.agent({ meshNodes: () => [] }); // no peers known yet: local state is all it has
   await second.start();
-  const again = await waitFor(
-    () => {
-      const s = running(w, 'web');
-      return s !== undefined && s.pid !== slot.pid ? s : undefined;
-    },
-    { timeoutMs: 20_000, what: 'the pod to run again' },
-  );
+  const again = await runningAgain(w, 'web', slot.pid, 'the pod to run again');
   assert.deepEqual(again.ports, slot.ports, 'the port is kept');
   const snap = second.why('web')?.slots[0]?.snapshot;
   assert.match(snap?.previousRuns[0]?.blocker?.error ?? '', /no longer runs \(supervisor gone/);
@@ -500,21 +468,12 @@ test('a pod whose supervisor is killed is found lost, reported, and started agai
   const slot = await waitFor(() => running(w, 'web'), { timeoutMs: 20_000, what: 'slot 0 running' });
   const supervisor = agent.describeLocal('web')?.slots[0]?.containers[0]?.supervisorPid as number;
   process.kill(supervisor, 'SIGKILL');
-  const lost = await waitFor(() => (w.slot('web')?.phase === 'failed' ? w.slot('web') : undefined), {
-    timeoutMs: 10_000,
-    what: 'the slot to be reported failed',
-  });
+  const lost = await failedSlot(w, 'web', 'the slot to be reported failed', 10_000);
   assert.match(
     String(lost.lastError),
     /^container app: supervisor pid \d+ died while the container was running$/,
   );
-  const again = await waitFor(
-    () => {
-      const s = running(w, 'web');
-      return s !== undefined && s.pid !== slot.pid ? s : undefined;
-    },
-    { timeoutMs: 20_000, what: 'the pod to run again' },
-  );
+  const again = await runningAgain(w, 'web', slot.pid, 'the pod to run again');
   assert.deepEqual(again.ports, slot.ports);
   assert.equal(again.lastError, undefined);
   const snap = agent.why('web')?.slots[0]?.snapshot;
@@ -523,14 +482,7 @@ test('a pod whose supervisor is killed is found lost, reported, and started agai
 
 test('a crash loop shows in status (restarts, lastError) and in why', async (t) => {
   const w = await world(t);
-  w.apply(`kind: Pod
-name: crash
-spec:
-  placement: { host: ${NODE} }
-  containers:
-    - name: app
-      command: [sh, -c, "echo boom >&2; sleep 0.2; exit 3"]
-`);
+  w.apply(podYaml('crash', '[sh, -c, "echo boom >&2; sleep 0.2; exit 3"]'));
   const agent = w.agent();
   await agent.start();
   const slot = await waitFor(
@@ -549,20 +501,10 @@ spec:
 
 test('without bubblewrap the pod fails at sandbox.prepare with the install hint, and nothing runs', async (t) => {
   const w = await world(t, { bwrapPath: join(root, 'no-such-bwrap') });
-  w.apply(`kind: Pod
-name: nobwrap
-spec:
-  placement: { host: ${NODE} }
-  containers:
-    - name: app
-      command: [sleep, "600"]
-`);
+  w.apply(podYaml('nobwrap', '[sleep, "600"]'));
   const agent = w.agent();
   await agent.start();
-  const slot = await waitFor(() => (w.slot('nobwrap')?.phase === 'failed' ? w.slot('nobwrap') : undefined), {
-    timeoutMs: 20_000,
-    what: 'slot 0 failed',
-  });
+  const slot = await failedSlot(w, 'nobwrap');
   assert.match(
     String(slot.lastError),
     /^sandbox\.prepare: bubblewrap is not installed at \S+ — Install bubblewrap: `apt-get install bubblewrap`/,
@@ -580,20 +522,10 @@ test('a data dir the sandbox user cannot traverse fails at sandbox.prepare and n
   }
   const w = await world(t);
   chmodSync(w.dir, 0o700); // as a daemon data dir created 0700 would be
-  w.apply(`kind: Pod
-name: closed
-spec:
-  placement: { host: ${NODE} }
-  containers:
-    - name: app
-      command: [sleep, "600"]
-`);
+  w.apply(podYaml('closed', '[sleep, "600"]'));
   const agent = w.agent();
   await agent.start();
-  const slot = await waitFor(() => (w.slot('closed')?.phase === 'failed' ? w.slot('closed') : undefined), {
-    timeoutMs: 20_000,
-    what: 'slot 0 failed',
-  });
+  const slot = await failedSlot(w, 'closed');
   assert.match(
     String(slot.lastError),
     new RegExp(
@@ -604,14 +536,7 @@ spec:
 
 test('a pod pinned elsewhere is not run, and why says where it is pinned', async (t) => {
   const w = await world(t);
-  w.apply(`kind: Pod
-name: far
-spec:
-  placement: { host: nas }
-  containers:
-    - name: app
-      command: [sleep, "600"]
-`);
+  w.apply(podYaml('far', '[sleep, "600"]', 'nas'));
   let nodes = [{ name: NODE, reachable: true }];
   const agent = w.agent({ meshNodes: () => nodes });
   await agent.start();
@@ -648,10 +573,7 @@ spec:
   const agent = w.agent({ nodePolicy: () => policy });
   await agent.start();
 
-  const failed = await waitFor(() => (w.slot('reader')?.phase === 'failed' ? w.slot('reader') : undefined), {
-    timeoutMs: 20_000,
-    what: 'slot 0 refused',
-  });
+  const failed = await failedSlot(w, 'reader', 'slot 0 refused');
   const refusal = `pod asks for hostPath ${data} (read-only) but this node's policy (none: ${policyFile} does not exist, so nothing is allowed) does not allow it; the node operator can create ${policyFile} with \`hostPaths: [{ path: ${data}, readOnly: true }]\``;
   assert.ok(String(failed.lastError).startsWith(`security.grant: ${refusal}`), String(failed.lastError));
   const why = agent.why('reader');
@@ -689,10 +611,7 @@ spec:
 
   // Withdrawn again: the running slot is stopped, and its start refused.
   policy = emptyNodePolicy(policyFile);
-  await waitFor(() => (w.slot('reader')?.phase === 'failed' ? w.slot('reader') : undefined), {
-    timeoutMs: 20_000,
-    what: 'slot 0 stopped once the grant is withdrawn',
-  });
+  await failedSlot(w, 'reader', 'slot 0 stopped once the grant is withdrawn');
   assert.equal(agent.describeLocal('reader')?.slots[0]?.containers.length ?? 0, 0);
 });
 

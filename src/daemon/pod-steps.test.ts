@@ -13,6 +13,7 @@ import {
   SandboxUnavailableError,
   type StartRequest,
 } from '../runtime/driver.ts';
+import { status as mockStatus } from '../runtime/mock/mock-driver.ts';
 import { systemClock } from '../shared/clock.ts';
 import { type Pod, parsePodSpec } from '../state/pod-spec.ts';
 import {
@@ -31,19 +32,18 @@ function pod(yaml: string): Pod {
   return parsePodSpec(`kind: Pod\nname: web\nspec:\n${yaml}`, 'web.yaml');
 }
 
+/** A running container's status (as the mock runtime reports one) with pid 100, changed by `over`. */
 const statusOf = (over: Partial<ContainerStatus> = {}): ContainerStatus => ({
-  running: true,
-  state: 'running',
+  ...mockStatus(true),
   pid: 100,
-  exitCode: undefined,
-  signal: undefined,
-  restarts: 0,
-  lastError: undefined,
-  supervisorAlive: true,
-  cgroup: undefined,
-  startLatencyMs: undefined,
   ...over,
 });
+
+/** Pod `web` of one container `app` that sleeps `seconds`; each of `fields` is one more line of that container. */
+function sleeper(seconds: string, ...fields: string[]): Pod {
+  const more = fields.map((f) => `      ${f}\n`).join('');
+  return pod(`  containers:\n    - name: app\n      command: [sleep, "${seconds}"]\n${more}`);
+}
 
 /** A driver that records calls; `fail` makes start of that container reject. */
 function fakeDriver(
@@ -224,10 +224,7 @@ test('a container that fails to start fails process.start; the started one is st
 
 test('a missing sandbox fails sandbox.prepare with the install hint and starts nothing', async () => {
   const f = fakeDriver({ noBwrap: true });
-  const { result } = await run(
-    pod(`  containers:\n    - name: app\n      command: [sleep, "1"]\n`),
-    f.driver,
-  );
+  const { result } = await run(sleeper('1'), f.driver);
   assert.equal(result.states['sandbox.prepare'], 'failed');
   assert.equal(result.states['process.start'], 'dependency-failed');
   assert.match(
@@ -251,12 +248,7 @@ test('health.check retries a tcp probe until the server listens', async (t) => {
       return statusOf();
     },
   });
-  const p = pod(`  containers:
-    - name: app
-      command: [sleep, "600"]
-      ports: [{ name: http }]
-      health: { tcp: { port: http } }
-`);
+  const p = sleeper('600', 'ports: [{ name: http }]', 'health: { tcp: { port: http } }');
   const { result } = await run(p, f.driver, { alloc });
   assert.equal(result.reachedGoal, true, JSON.stringify(result.failures));
   assert.ok(rounds >= 3);
@@ -272,11 +264,7 @@ test('an exec probe runs through the driver beside the container until it exits 
       ? { exitCode: 1, signal: null, timedOut: false, output: 'not ready' }
       : { exitCode: 0, signal: null, timedOut: false, output: '' };
   };
-  const p = pod(`  containers:
-    - name: app
-      command: [sleep, "600"]
-      health: { exec: { command: [cat, /work/ready] } }
-`);
+  const p = sleeper('600', 'health: { exec: { command: [cat, /work/ready] } }');
   const { result } = await run(p, f.driver);
   assert.equal(result.reachedGoal, true, JSON.stringify(result.failures));
   assert.deepEqual(calls, [
@@ -293,12 +281,7 @@ test('an exec probe runs through the driver beside the container until it exits 
 });
 
 test('health.check gives up at its timeout with the last probe error, and at once when the container exits', async () => {
-  const p = pod(`  containers:
-    - name: app
-      command: [sleep, "600"]
-      ports: [{ name: http }]
-      health: { http: { port: http, path: /ready } }
-`);
+  const p = sleeper('600', 'ports: [{ name: http }]', 'health: { http: { port: http, path: /ready } }');
   const alloc = new PortAllocator({ clock: systemClock, range: { min: 38200, max: 38299 } });
   const slow = await run(p, fakeDriver().driver, { healthTimeoutMs: 600, alloc });
   const err = slow.result.failures.find((x) => x.step === 'health.check')?.error ?? '';
@@ -324,11 +307,7 @@ test('health.check gives up at its timeout with the last probe error, and at onc
 });
 
 test('a restore run adopts the recorded containers and ports, or says which container is gone', async () => {
-  const p = pod(`  containers:
-    - name: app
-      command: [sleep, "600"]
-      ports: [{ name: http }]
-`);
+  const p = sleeper('600', 'ports: [{ name: http }]');
   const restore = (stateFiles: Record<string, string>, complete = true): RestoreInput => ({
     ports: { http: 30555 },
     stateFiles,
@@ -360,10 +339,7 @@ test('a restore run adopts the recorded containers and ports, or says which cont
 
 test('security.grant: nothing asked starts the default sandbox, with no security in the start request', async () => {
   const f = fakeDriver();
-  const { result } = await run(
-    pod(`  containers:\n    - name: app\n      command: [sleep, "1"]\n`),
-    f.driver,
-  );
+  const { result } = await run(sleeper('1'), f.driver);
   assert.equal(result.reachedGoal, true);
   assert.equal(result.states['security.grant'], 'done');
   assert.equal('security' in (f.started[0] ?? {}), false, 'the default launch is unchanged');

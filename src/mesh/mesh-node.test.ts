@@ -1,17 +1,17 @@
 // Real libp2p meshes on loopback: convergence of many peers, catch-up after restart, mesh key, hostile peers.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { lpStream } from '@libp2p/utils';
 import { multiaddr } from '@multiformats/multiaddr';
 import * as Y from 'yjs';
+import { hostilePeer } from '../../test/support/hostile-peer.ts';
 import { copyDoc, docState, newPsk, peerGroup, type TestPeer } from '../../test/support/mesh-peers.ts';
 import { waitFor } from '../../test/support/wait-for.ts';
 import { MeshdError } from '../shared/errors.ts';
 import { encodeSyncFrame } from './doc-sync.ts';
-import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
-import { MeshKeyring } from './mesh-key.ts';
+import type { MeshLibp2p } from './libp2p-node.ts';
 import { remoteOrigin } from './mesh-node.ts';
 import { meshProtocols } from './mesh-protocols.ts';
 import { encodePresence } from './presence.ts';
@@ -20,18 +20,21 @@ import { encodePresenceFrame } from './presence-frame.ts';
 const meshId = 'mesh-test';
 const names = meshProtocols(meshId);
 
-/** A bare libp2p node with the mesh's key and protocols but none of MeshNode's checks: a hostile peer. */
-async function rawPeer(psk: Uint8Array): Promise<MeshLibp2p> {
-  const node = await createMeshLibp2p({
-    privateKey: await generateKeyPair('Ed25519'),
-    keyring: new MeshKeyring({ psk, epoch: 0 }),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    dialTimeoutMs: 5000,
-    topics: [names.docTopic],
-    maxGossipRpcBytes: 8 * 1024 * 1024,
+/** A bare libp2p node with the mesh's key and protocols but none of MeshNode's checks (a hostile peer), stopped after the test. */
+async function rawPeer(t: TestContext, psk: Uint8Array): Promise<MeshLibp2p> {
+  const { libp2p } = await hostilePeer({ meshKey: { psk, epoch: 0 }, meshId });
+  t.after(() => libp2p.stop());
+  return libp2p;
+}
+
+/** Runs `send` and waits until `peer` has rejected one more message than before it. */
+async function expectRejection(peer: TestPeer, what: string, send: () => unknown): Promise<void> {
+  const before = peer.node.stats().rejectedMessages;
+  await send();
+  await waitFor(() => peer.node.stats().rejectedMessages > before, {
+    timeoutMs: 5000,
+    what: `${peer.name} to reject ${what}`,
   });
-  await node.start();
-  return node;
 }
 
 /** Codes of the warnings `peer` logged about peer `from`, in order. */
@@ -295,8 +298,7 @@ test('garbage on the sync protocol is rejected and logged; the document and the 
   const psk = newPsk();
   const a = await start({ name: 'a', psk, meshId, tuning: { maxSyncBytes: 64 * 1024 } });
   const b = await start({ name: 'b', psk, meshId, bootstrap: a.node.addrs() });
-  const raw = await rawPeer(psk);
-  t.after(() => raw.stop());
+  const raw = await rawPeer(t, psk);
   a.doc.getMap('m').set('k', 'v');
   await waitFor(() => b.doc.getMap('m').get('k') === 'v', { timeoutMs: 5000, what: 'b to sync' });
   const before = docState(a.doc);
@@ -342,19 +344,15 @@ test('garbage on the sync protocol is rejected and logged; the document and the 
       rawPrefix: Uint8Array.from([0x80, 0x80, 0x40]),
     },
   ];
-  let rejected = a.node.stats().rejectedMessages;
   for (const attack of attacks) {
     const stream = await raw.dialProtocol(multiaddr(a.node.addrs()[0] ?? ''), names.syncProtocol, {
       signal: AbortSignal.timeout(5000),
     });
     const lp = lpStream(stream);
-    if (attack.rawPrefix !== undefined) stream.send(attack.rawPrefix);
-    for (const frame of attack.frames) await lp.write(frame, { signal: AbortSignal.timeout(5000) });
-    await waitFor(() => a.node.stats().rejectedMessages > rejected, {
-      timeoutMs: 5000,
-      what: `a to reject ${attack.what}`,
+    await expectRejection(a, attack.what, async () => {
+      if (attack.rawPrefix !== undefined) stream.send(attack.rawPrefix);
+      for (const frame of attack.frames) await lp.write(frame, { signal: AbortSignal.timeout(5000) });
     });
-    rejected = a.node.stats().rejectedMessages;
     stream.abort(new Error('done'));
     assert.equal(docState(a.doc), before, `doc untouched after ${attack.what}`);
   }
@@ -378,8 +376,7 @@ test('garbage on the doc topic is rejected and logged; the document and the node
   const psk = newPsk();
   const a = await start({ name: 'a', psk, meshId, tuning: { maxGossipBytes: 16 * 1024 } });
   const b = await start({ name: 'b', psk, meshId, bootstrap: a.node.addrs() });
-  const raw = await rawPeer(psk);
-  t.after(() => raw.stop());
+  const raw = await rawPeer(t, psk);
   a.doc.getMap('m').set('k', 'v');
   await waitFor(() => b.doc.getMap('m').get('k') === 'v', { timeoutMs: 5000, what: 'b to sync' });
   raw.services.pubsub.subscribe(names.docTopic);
@@ -403,14 +400,8 @@ test('garbage on the doc topic is rejected and logged; the document and the node
     },
     { what: 'oversized doc update', code: 'E_PEER_OVERSIZED', data: new Uint8Array(20 * 1024).fill(1) },
   ];
-  let rejected = a.node.stats().rejectedMessages;
   for (const attack of attacks) {
-    await raw.services.pubsub.publish(names.docTopic, attack.data);
-    await waitFor(() => a.node.stats().rejectedMessages > rejected, {
-      timeoutMs: 5000,
-      what: `a to reject ${attack.what}`,
-    });
-    rejected = a.node.stats().rejectedMessages;
+    await expectRejection(a, attack.what, () => raw.services.pubsub.publish(names.docTopic, attack.data));
     assert.equal(docState(a.doc), before, `doc untouched after ${attack.what}`);
   }
   assert.deepEqual(
@@ -435,8 +426,7 @@ test('garbage and forgeries on the presence link are rejected and logged; presen
     timeoutMs: 5000,
     what: 'a to hear b',
   });
-  const raw = await rawPeer(psk);
-  t.after(() => raw.stop());
+  const raw = await rawPeer(t, psk);
   const rawId = raw.peerId.toString();
   const stream = await raw.dialProtocol(multiaddr(a.node.addrs()[0] ?? ''), names.presenceProtocol, {
     signal: AbortSignal.timeout(5000),
@@ -467,21 +457,15 @@ test('garbage and forgeries on the presence link are rejected and logged; presen
       frame: encodePresenceFrame({ beacons: [await forged(Number.MAX_SAFE_INTEGER)] }),
     },
   ];
-  let rejected = a.node.stats().rejectedMessages;
   for (const attack of attacks) {
-    await lp.write(attack.frame, { signal: AbortSignal.timeout(5000) });
-    await waitFor(() => a.node.stats().rejectedMessages > rejected, {
-      timeoutMs: 5000,
-      what: `a to reject ${attack.what}`,
-    });
-    rejected = a.node.stats().rejectedMessages;
+    await expectRejection(a, attack.what, () =>
+      lp.write(attack.frame, { signal: AbortSignal.timeout(5000) }),
+    );
   }
   // an oversized frame length is refused before it is buffered, and ends the link
-  stream.send(Uint8Array.from([0xff, 0xff, 0xff, 0x7f]));
-  await waitFor(() => a.node.stats().rejectedMessages > rejected, {
-    timeoutMs: 5000,
-    what: 'a to reject an oversized frame length',
-  });
+  await expectRejection(a, 'an oversized frame length', () =>
+    stream.send(Uint8Array.from([0xff, 0xff, 0xff, 0x7f])),
+  );
   assert.deepEqual(
     warningCodes(a, rawId),
     [...attacks.map((x) => x.code), 'E_PEER_FRAME_TOO_LARGE'],
@@ -518,8 +502,7 @@ test('connected peers get an RTT from presence echoes; a peer that sends no pres
   assert.ok(seen <= (a.node.peers().find((p) => p.peerId === b.node.peerId)?.lastSeenAt ?? 0));
 
   // a bare libp2p node: connects fine but never speaks the presence protocol
-  const raw = await rawPeer(psk);
-  t.after(() => raw.stop());
+  const raw = await rawPeer(t, psk);
   await raw.dial(multiaddr(a.node.addrs()[0] ?? ''), { signal: AbortSignal.timeout(5000) });
   await waitFor(() => a.node.peers().some((p) => p.peerId === raw.peerId.toString() && p.connected), {
     timeoutMs: 5000,

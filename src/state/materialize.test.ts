@@ -2,17 +2,21 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import fc from 'fast-check';
+import {
+  podMaterializeContext,
+  seededUnitRandom,
+  storedWebPod,
+  valueAt,
+} from '../../test/support/stored-objects.ts';
+import { seededSigners } from '../../test/support/test-keys.ts';
 import { ValidationError } from '../shared/errors.ts';
 import { FieldOwnership, ownedFieldsPatch } from './field-ownership.ts';
 import { type MaterializeContext, type Materialized, materialize, objectAtRevision } from './materialize.ts';
 import { applyMergePatch, type JsonObject, type JsonValue } from './merge-patch.ts';
-import { storedPodProblem } from './pod-spec.ts';
 import {
   canonicalJson,
   createEntryChecker,
-  ed25519Signer,
   peerIdVerifier,
   type RecordKind,
   type RevisionRecord,
@@ -21,33 +25,14 @@ import {
   signRecord,
 } from './revision-records.ts';
 
-const signers: Signer[] = await Promise.all(
-  [1, 2, 3, 4].map(async (n) =>
-    ed25519Signer(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(n))),
-  ),
-);
+const signers = await seededSigners([1, 2, 3, 4]);
 const [alice, bob, carol, mallory] = signers as [Signer, Signer, Signer, Signer];
 const ownership = FieldOwnership.withBuiltins();
 const userFields = ownership.ownedBy('user');
 const key = 'pod/web';
 
-function context(): MaterializeContext {
-  return { check: createEntryChecker(peerIdVerifier()), rules: ownership, validate: storedPodProblem };
-}
-
-function pod(spec: Partial<JsonObject> = {}): JsonObject {
-  return {
-    kind: 'Pod',
-    name: 'web',
-    spec: {
-      containers: { app: { command: ['serve'], order: 0 } },
-      restartPolicy: 'always',
-      availability: 'best-effort',
-      replicas: 1,
-      ...spec,
-    },
-  };
-}
+const context = (): MaterializeContext => podMaterializeContext(ownership);
+const pod = storedWebPod;
 
 interface WriteOpts {
   controller?: string;
@@ -232,7 +217,7 @@ describe('materialize', () => {
         }
         assert.deepEqual(reference.object, folded);
         // Shuffled, duplicated, seen through fresh checkers: identical object and history.
-        const rand = mulberry32(seed);
+        const rand = seededUnitRandom(seed);
         for (let k = 0; k < 3; k++) {
           const delivered = [...all, ...all.filter(() => rand() < 0.3)].sort(() => rand() - 0.5);
           const fresh = { ...ctx, check: createEntryChecker(peerIdVerifier()) };
@@ -314,7 +299,7 @@ describe('materialize', () => {
     ]) {
       const mm = materialize(key, entries, ctx);
       assert.equal(mm.history.find((h) => h.id === after.id)?.rejected, undefined);
-      assert.equal(at(mm.object ?? null, 'spec', 'restartPolicy'), 'never');
+      assert.equal(valueAt(mm.object ?? null, 'spec', 'restartPolicy'), 'never');
     }
   });
 
@@ -329,9 +314,9 @@ describe('materialize', () => {
     assert.equal(m.history.find((h) => h.id === c3.id)?.pending, true);
     assert.deepEqual(m.heads, [a2.id]);
     assert.equal(m.maxLamport, 2);
-    assert.equal(at(m.object ?? null, 'spec', 'replicas'), 2);
+    assert.equal(valueAt(m.object ?? null, 'spec', 'replicas'), 2);
     const next = materialize(key, [...base, a2, c3, b2], ctx);
-    assert.equal(at(next.object ?? null, 'spec', 'replicas'), 3, 'applied once its parent arrives');
+    assert.equal(valueAt(next.object ?? null, 'spec', 'replicas'), 3, 'applied once its parent arrives');
     assert.deepEqual(next.heads, [c3.id]);
   });
 
@@ -358,7 +343,7 @@ describe('materialize', () => {
     log.push(write(ctx, log, alice, pod({ replicas: 5 })));
     m = materialize(key, log, ctx);
     assert.equal(m.deleted, false);
-    assert.equal(at(m.object ?? null, 'spec', 'replicas'), 5);
+    assert.equal(valueAt(m.object ?? null, 'spec', 'replicas'), 5);
     assert.equal(m.object?.status, undefined, 'the old status does not come back');
     const nullPatch = write(ctx, log, alice, null, { kind: 'user' });
     const withNull = materialize(key, [...log, nullPatch], ctx);
@@ -429,22 +414,4 @@ function mutate(object: JsonObject, pick: number): JsonObject {
       s.restartPolicy = ['always', 'on-failure', 'never'][pick % 3] as string;
   }
   return { kind: 'Pod', name: 'web', spec: s };
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** The value at `path` inside `obj`, or undefined. */
-function at(obj: JsonValue | undefined, ...path: string[]): JsonValue | undefined {
-  let v = obj;
-  for (const k of path) v = v !== null && typeof v === 'object' && !Array.isArray(v) ? v[k] : undefined;
-  return v;
 }

@@ -2,9 +2,10 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import fc from 'fast-check';
 import * as Y from 'yjs';
+import { podMaterializeContext, seededUnitRandom, valueAt } from '../../test/support/stored-objects.ts';
+import { seededSigners } from '../../test/support/test-keys.ts';
 import { ManualClock } from '../shared/clock.ts';
 import { MeshdError, NotFoundError, OwnershipError, ValidationError } from '../shared/errors.ts';
 import { createLogger } from '../shared/logger.ts';
@@ -22,19 +23,13 @@ import { type Pod, parsePodSpec, podFromStored, storedPodProblem, toStoredPod } 
 import type { CompactionPolicy } from './revision-compaction.ts';
 import {
   canonicalJson,
-  createEntryChecker,
-  ed25519Signer,
   peerIdVerifier,
   type RevisionRecord,
   type Signer,
   signRecord,
 } from './revision-records.ts';
 
-const signers: Signer[] = await Promise.all(
-  [11, 12, 13].map(async (n) =>
-    ed25519Signer(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(n))),
-  ),
-);
+const signers = await seededSigners([11, 12, 13]);
 
 function author(signer: Signer, actor = 'alice') {
   return { peer: signer.peer, host: `host${signers.indexOf(signer)}`, actor };
@@ -54,6 +49,29 @@ function store(
     host: `host${signers.indexOf(signer)}`,
     compaction,
   });
+}
+
+/**
+ * One replica per signer, each with its own store under `policy`. A replica's local updates wait in the others'
+ * inboxes until `deliver(j, all)` hands replica j all of them, or a random part, in an order drawn from `rand`.
+ */
+function gossipingReplicas(rand: () => number, policy: CompactionPolicy) {
+  const docs = signers.map(() => new Y.Doc());
+  const stores = docs.map((d, i) => store(d, signers[i] as Signer, policy));
+  const inbox: Uint8Array[][] = docs.map(() => []);
+  for (const [i, d] of docs.entries()) {
+    d.on('update', (u: Uint8Array, origin: unknown) => {
+      if (origin === 'remote') return;
+      for (const [j, box] of inbox.entries()) if (j !== i) box.push(u);
+    });
+  }
+  const deliver = (j: number, all: boolean) => {
+    const box = inbox[j] as Uint8Array[];
+    const take = box.filter(() => all || rand() < 0.6).sort(() => rand() - 0.5);
+    inbox[j] = box.filter((u) => !take.includes(u));
+    for (const u of take) Y.applyUpdate(docs[j] as Y.Doc, u, 'remote');
+  };
+  return { docs, stores, deliver };
 }
 
 const web = (replicas = 1, greeting = 'hello'): Pod =>
@@ -91,7 +109,7 @@ describe('ObjectStore', () => {
     s.applyPod(web(2), author(signers[0] as Signer, 'bob'), 'scale to 2');
     const m = s.get('pod/web');
     assert.equal(m?.revision, '2');
-    assert.equal(at(m?.object ?? null, 'spec', 'replicas'), 2);
+    assert.equal(valueAt(m?.object ?? null, 'spec', 'replicas'), 2);
     assert.deepEqual(
       m?.history.map((h) => [h.revision, h.author.actor, h.kind, h.message, h.at - Date.UTC(2026, 0, 1)]),
       [
@@ -161,7 +179,7 @@ describe('ObjectStore', () => {
       author: { ...me, actor: 'runtime' },
       patch: { status: { phase: 'running' } },
     });
-    assert.equal(at(s.get('pod/web')?.object ?? null, 'status', 'phase'), 'running');
+    assert.equal(valueAt(s.get('pod/web')?.object ?? null, 'status', 'phase'), 'running');
   });
 
   it('rolls back to a revision, leaving status alone, and explains bad references', () => {
@@ -181,7 +199,7 @@ describe('ObjectStore', () => {
     assert.equal(m?.history.at(-1)?.message, 'rollback to revision 1');
     assert.equal(m?.history.at(-1)?.rollbackTo, m?.history[0]?.id);
     assert.deepEqual(m?.object?.spec, toStoredPod(web(1, 'one')).spec);
-    assert.equal(at(m?.object ?? null, 'status', 'phase'), 'running');
+    assert.equal(valueAt(m?.object ?? null, 'status', 'phase'), 'running');
     assert.equal(s.rollback('pod/web', 1, me), undefined, 'already equal: no revision');
     assert.deepEqual(s.objectAt('pod/web', 2).object?.spec, toStoredPod(web(3, 'two')).spec);
     assert.equal(s.objectAt('pod/web', '2').entry.revision, '2');
@@ -240,7 +258,7 @@ describe('ObjectStore', () => {
     assert.equal(m.history[0]?.message, 'create');
     assert.ok(m.history[0]?.compacted);
     assert.ok(m.history.filter((h) => !h.compacted).length >= 10);
-    assert.equal(at(m.object ?? null, 'spec', 'replicas'), 1 + (75 % 9));
+    assert.equal(valueAt(m.object ?? null, 'spec', 'replicas'), 1 + (75 % 9));
     assert.throws(
       () => s.rollback('pod/web', 3, me),
       (e: unknown) =>
@@ -254,7 +272,7 @@ describe('ObjectStore', () => {
       logged.length >= 2 &&
         logged.every((l) => l.msg === 'object compacted' && l.object === 'pod/web' && l.kept === 10),
     );
-    assert.equal(at(s.get('pod/web')?.object ?? null, 'spec', 'replicas'), 1 + (74 % 9));
+    assert.equal(valueAt(s.get('pod/web')?.object ?? null, 'spec', 'replicas'), 1 + (74 % 9));
   });
 
   it('grows the document with compactions, not with the records it ever held', () => {
@@ -279,7 +297,7 @@ describe('ObjectStore', () => {
     const names = ['a', 'b', 'c'];
     const me = author(signers[0] as Signer);
     for (const n of names) stores[0]?.apply({ ...toStoredPod(web()), name: n }, me);
-    const rand = mulberry32(7);
+    const rand = seededUnitRandom(7);
     const round = () => {
       for (let i = 0; i < 300; i++) {
         const p = Math.floor(rand() * 2);
@@ -316,11 +334,7 @@ describe('ObjectStore', () => {
 
   it('reads records from the per-object arrays of older versions and drains them by compaction', () => {
     const doc = new Y.Doc();
-    const ctx = {
-      check: createEntryChecker(peerIdVerifier()),
-      rules: FieldOwnership.withBuiltins(),
-      validate: storedPodProblem,
-    };
+    const ctx = podMaterializeContext();
     const legacy = doc.getArray<unknown>(objectArrayName('pod/web'));
     const me = author(signers[1] as Signer);
     for (let i = 1; i <= 5; i++) {
@@ -361,7 +375,7 @@ describe('ObjectStore', () => {
         [7, false],
       ],
     );
-    assert.equal(at(m.object, 'spec', 'replicas'), 2);
+    assert.equal(valueAt(m.object, 'spec', 'replicas'), 2);
     s.close();
   });
 
@@ -443,23 +457,9 @@ describe('ObjectStore', () => {
         fc.array(opArb, { minLength: 5, maxLength: 40 }),
         fc.integer({ min: 1, max: 2 ** 30 }),
         (ops, seed) => {
-          const rand = mulberry32(seed);
-          const docs = signers.map(() => new Y.Doc());
+          const rand = seededUnitRandom(seed);
           const policy = { threshold: 8, keep: 3 };
-          const stores = docs.map((d, i) => store(d, signers[i] as Signer, policy));
-          const inbox: Uint8Array[][] = docs.map(() => []);
-          for (const [i, d] of docs.entries()) {
-            d.on('update', (u: Uint8Array, origin: unknown) => {
-              if (origin === 'remote') return;
-              for (const [j, box] of inbox.entries()) if (j !== i) box.push(u);
-            });
-          }
-          const deliver = (j: number, all: boolean) => {
-            const box = inbox[j] as Uint8Array[];
-            const take = box.filter(() => all || rand() < 0.6).sort(() => rand() - 0.5);
-            inbox[j] = box.filter((u) => !take.includes(u));
-            for (const u of take) Y.applyUpdate(docs[j] as Y.Doc, u, 'remote');
-          };
+          const { docs, stores, deliver } = gossipingReplicas(rand, policy);
           const ever = new Map<string, RevisionRecord>();
           const remember = () => {
             for (const d of docs)
@@ -511,11 +511,7 @@ describe('ObjectStore', () => {
             JSON.stringify(views[0]?.history.filter((h) => h.rejected)),
           );
           // Compaction never changes the object: it equals folding every record ever written.
-          const ctx = {
-            check: createEntryChecker(peerIdVerifier()),
-            rules: FieldOwnership.withBuiltins(),
-            validate: storedPodProblem,
-          };
+          const ctx = podMaterializeContext();
           const reference = materialize('pod/web', [...ever.values()], ctx);
           assert.equal(canonicalJson(views[0]?.object ?? null), canonicalJson(reference.object));
           assert.deepEqual(
@@ -553,23 +549,9 @@ describe('ObjectStore under hostile and destructive edits', () => {
         fc.array(opArb, { minLength: 5, maxLength: 40 }),
         fc.integer({ min: 1, max: 2 ** 30 }),
         (ops, seed) => {
-          const rand = mulberry32(seed);
-          const docs = signers.map(() => new Y.Doc());
+          const rand = seededUnitRandom(seed);
           const policy = { threshold: 8, keep: 3 };
-          const stores = docs.map((d, i) => store(d, signers[i] as Signer, policy));
-          const inbox: Uint8Array[][] = docs.map(() => []);
-          for (const [i, d] of docs.entries()) {
-            d.on('update', (u: Uint8Array, origin: unknown) => {
-              if (origin === 'remote') return;
-              for (const [j, box] of inbox.entries()) if (j !== i) box.push(u);
-            });
-          }
-          const deliver = (j: number, all: boolean) => {
-            const box = inbox[j] as Uint8Array[];
-            const take = box.filter(() => all || rand() < 0.6).sort(() => rand() - 0.5);
-            inbox[j] = box.filter((u) => !take.includes(u));
-            for (const u of take) Y.applyUpdate(docs[j] as Y.Doc, u, 'remote');
-          };
+          const { docs, stores, deliver } = gossipingReplicas(rand, policy);
           const hostile = new Set<string>();
           stores[0]?.applyPod(web(), author(signers[0] as Signer));
           for (const o of ops) {
@@ -657,22 +639,4 @@ function storedEntries(doc: Y.Doc): unknown[] {
     if (name.startsWith(objectLogPrefix) || name.startsWith('obj:'))
       out.push(...doc.getArray(name).toArray());
   return out;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** The value at `path` inside `obj`, or undefined. */
-function at(obj: JsonValue | undefined, ...path: string[]): JsonValue | undefined {
-  let v = obj;
-  for (const k of path) v = v !== null && typeof v === 'object' && !Array.isArray(v) ? v[k] : undefined;
-  return v;
 }

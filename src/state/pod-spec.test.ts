@@ -39,6 +39,11 @@ function validationError(fn: () => unknown): ValidationError {
   assert.fail('expected a ValidationError');
 }
 
+/** The ValidationError parsing `yaml` (as file `file`) throws. */
+function specError(yaml: string, file: string): ValidationError {
+  return validationError(() => parsePodSpec(yaml, file));
+}
+
 describe('parsePodSpec', () => {
   it('accepts the example from the issue and fills defaults', () => {
     const pod = parsePodSpec(example, 'web.yaml');
@@ -86,9 +91,8 @@ spec:
   });
 
   it('reports every problem with file, field path, line:col and "did you mean"', () => {
-    const err = validationError(() =>
-      parsePodSpec(
-        `kind: Pod
+    const err = specError(
+      `kind: Pod
 name: web
 spec:
   containers:
@@ -99,8 +103,7 @@ spec:
   restartPolicy: alway
   replicas: 0
 `,
-        'web.yaml',
-      ),
+      'web.yaml',
     );
     assert.equal(err.code, 'E_SPEC_INVALID');
     assert.match(err.message, /^web\.yaml: 5 problems in the pod spec:/);
@@ -135,9 +138,8 @@ spec:
   });
 
   it('points a missing field at its parent and checks references across containers', () => {
-    const err = validationError(() =>
-      parsePodSpec(
-        `kind: Pod
+    const err = specError(
+      `kind: Pod
 name: web
 spec:
   containers:
@@ -147,8 +149,7 @@ spec:
       health: { http: { port: htp } }
     - name: app
 `,
-        'web.yaml',
-      ),
+      'web.yaml',
     );
     assert.match(
       err.message,
@@ -169,24 +170,20 @@ spec:
   });
 
   it('gives line and column of YAML syntax errors', () => {
-    const err = validationError(() =>
-      parsePodSpec('kind: Pod\nname: web\nspec:\n  containers: [\n    { name: a\n', 'bad.yaml'),
-    );
+    const err = specError('kind: Pod\nname: web\nspec:\n  containers: [\n    { name: a\n', 'bad.yaml');
     assert.equal(err.code, 'E_SPEC_SYNTAX');
     assert.match(err.message, /^bad\.yaml:\d+:\d+ syntax error: /);
     assert.equal(typeof err.details?.line, 'number');
-    const dup = validationError(() => parsePodSpec('kind: Pod\nname: a\nname: b\n', 'dup.yaml'));
+    const dup = specError('kind: Pod\nname: a\nname: b\n', 'dup.yaml');
     assert.match(dup.message, /dup\.yaml:3:1 syntax error: Map keys must be unique/);
-    const multi = validationError(() => parsePodSpec('kind: Pod\n---\nkind: Pod\n', 'multi.yaml'));
+    const multi = specError('kind: Pod\n---\nkind: Pod\n', 'multi.yaml');
     assert.match(multi.message, /one pod per file/);
   });
 
   it('reads JSON with positions too', () => {
-    const err = validationError(() =>
-      parsePodSpec(
-        '{\n  "kind": "Pod",\n  "name": "web",\n  "spec": { "containers": [], "replica": 2 }\n}',
-        'web.json',
-      ),
+    const err = specError(
+      '{\n  "kind": "Pod",\n  "name": "web",\n  "spec": { "containers": [], "replica": 2 }\n}',
+      'web.json',
     );
     assert.match(
       err.message,
@@ -200,16 +197,14 @@ spec:
 
   it('refuses specs over the size limit before parsing', () => {
     const big = `${example}# ${'x'.repeat(maxSpecBytes)}\n`;
-    const err = validationError(() => parsePodSpec(big, 'big.yaml'));
+    const err = specError(big, 'big.yaml');
     assert.equal(err.code, 'E_SPEC_TOO_LARGE');
     assert.match(err.message, /big\.yaml is \d+ bytes; a pod spec may be at most 65536 bytes/);
   });
 
   it('refuses empty files, metadata and non-Pod kinds with a pointer', () => {
-    assert.equal(validationError(() => parsePodSpec('# nothing\n', 'e.yaml')).code, 'E_SPEC_EMPTY');
-    const err = validationError(() =>
-      parsePodSpec('kind: pod\nmetadata: { name: web }\nspec: {}\n', 'k.yaml'),
-    );
+    assert.equal(specError('# nothing\n', 'e.yaml').code, 'E_SPEC_EMPTY');
+    const err = specError('kind: pod\nmetadata: { name: web }\nspec: {}\n', 'k.yaml');
     assert.match(err.message, /k\.yaml:1:7 kind: expected "Pod", got "pod" \(did you mean "Pod"\?\)/);
     assert.match(
       err.message,

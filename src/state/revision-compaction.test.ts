@@ -2,8 +2,9 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import fc from 'fast-check';
+import { podMaterializeContext, storedWebPod } from '../../test/support/stored-objects.ts';
+import { seededSigners } from '../../test/support/test-keys.ts';
 import { ValidationError } from '../shared/errors.ts';
 import { FieldOwnership, ownedFieldsPatch } from './field-ownership.ts';
 import {
@@ -14,47 +15,24 @@ import {
   userFields,
 } from './materialize.ts';
 import type { JsonObject, JsonValue } from './merge-patch.ts';
-import { storedPodProblem } from './pod-spec.ts';
 import { type CompactionPolicy, planCompaction } from './revision-compaction.ts';
 import {
   type BaseRecord,
   canonicalJson,
-  createEntryChecker,
-  ed25519Signer,
-  peerIdVerifier,
   type RevisionRecord,
   type Signer,
   signBase,
   signRecord,
 } from './revision-records.ts';
 
-const signers: Signer[] = await Promise.all(
-  [21, 22, 23].map(async (n) =>
-    ed25519Signer(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(n))),
-  ),
-);
+const signers = await seededSigners([21, 22, 23]);
 const [alice, bob, carol] = signers as [Signer, Signer, Signer];
 const key = 'pod/web';
 const userPatterns = FieldOwnership.withBuiltins().ownedBy('user');
 
-function context(): MaterializeContext {
-  return {
-    check: createEntryChecker(peerIdVerifier()),
-    rules: FieldOwnership.withBuiltins(),
-    validate: storedPodProblem,
-  };
-}
+const context = (): MaterializeContext => podMaterializeContext();
 
-const created: JsonObject = {
-  kind: 'Pod',
-  name: 'web',
-  spec: {
-    containers: { app: { command: ['serve'], order: 0 } },
-    restartPolicy: 'always',
-    availability: 'best-effort',
-    replicas: 1,
-  },
-};
+const created: JsonObject = storedWebPod();
 
 function write(
   ctx: MaterializeContext,

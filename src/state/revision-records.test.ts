@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { generateKeyPair, generateKeyPairFromSeed } from '@libp2p/crypto/keys';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { seededKey } from '../../test/support/test-keys.ts';
 import { NotFoundError, ValidationError } from '../shared/errors.ts';
 import type { JsonValue } from './merge-patch.ts';
 import {
@@ -22,7 +23,7 @@ import {
   type Verifier,
 } from './revision-records.ts';
 
-const alice = ed25519Signer(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(7)));
+const alice = ed25519Signer(await seededKey(7));
 
 function unsigned(
   signer: Signer,

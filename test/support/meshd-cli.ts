@@ -14,6 +14,9 @@ import { waitFor } from './wait-for.ts';
 export const meshdBin = fileURLToPath(new URL('../../bin/meshd.js', import.meta.url));
 export const loopback = ['--listen', '/ip4/127.0.0.1/tcp/0'];
 
+/** The last line a command printed: where `init` prints the join token and `dashboard` its URL. */
+export const lastLine = (text: string): string => text.trim().split('\n').at(-1) ?? '';
+
 /** A TCP port on 127.0.0.1 that was free a moment ago: for nodes that must come back on the same address. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -118,6 +121,33 @@ export class MeshFixture {
       );
     }
     return res.stdout;
+  }
+
+  /**
+   * Forms a mesh through the CLI: `meshd init` on the first of `nodes`, then `meshd join` on each other one in
+   * turn, every daemon detached. `initFlags` go to `init` only (`--name`); `flags(node)` gives a node's own
+   * (its `--listen`, say). Returns the join token `init` printed.
+   */
+  async form(
+    nodes: readonly string[],
+    opts: { initFlags?: string[]; flags?: (node: string) => string[] | Promise<string[]> } = {},
+  ): Promise<string> {
+    const [first, ...rest] = nodes;
+    if (first === undefined) throw new Error('form: no nodes');
+    const flags = async (node: string) => (opts.flags === undefined ? [] : await opts.flags(node));
+    const token = lastLine(
+      await this.ok(first, [
+        'init',
+        ...(opts.initFlags ?? []),
+        '--node-name',
+        first,
+        ...(await flags(first)),
+        '--detach',
+      ]),
+    );
+    for (const node of rest)
+      await this.ok(node, ['join', token, '--node-name', node, ...(await flags(node)), '--detach']);
+    return token;
   }
 
   run(name: string, args: string[], opts: RunOptions = {}): Promise<CliResult> {

@@ -15,7 +15,7 @@ import type {
   StartRequest,
 } from '../driver.ts';
 
-function status(running: boolean): ContainerStatus {
+export function status(running: boolean): ContainerStatus {
   return {
     running,
     state: running ? 'running' : 'stopped',
