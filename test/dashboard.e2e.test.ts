@@ -182,6 +182,10 @@ describe('the dashboard in a real browser, on three peers', { timeout: 300_000 }
   test('a rollback made in the page is in the history on another peer, by dashboard@a', async () => {
     await page.goto(`${origin}/#/pods/web`);
     await page.waitForSelector('table.history tr[data-revision="2"]');
+    // The lifecycle graph marks each step as `meshd why` does, with the markers the daemon sends.
+    const doneStep = page.locator('g.step[data-state="done"] text.step-name').first();
+    await doneStep.waitFor();
+    assert.match((await doneStep.textContent()) ?? '', /^✓ \S/);
     await page.selectOption('#rollback-to', '1');
     await page.getByRole('button', { name: 'Roll back' }).click();
     const status = page.locator('p.status-line[role="status"]');

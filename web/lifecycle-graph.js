@@ -132,7 +132,9 @@ export function lifecycleView(view) {
         'figure',
         { class: 'scroll' },
         h('figcaption', {}, `Slot ${slot.slot} on ${view.node} (${slot.phase}): ${slot.summary}`),
-        snapshot === undefined ? h('p', {}, 'No lifecycle run recorded yet.') : graph(snapshot, view?.markers ?? {}),
+        snapshot === undefined
+          ? h('p', {}, 'No lifecycle run recorded yet.')
+          : graph(snapshot, view?.markers ?? {}),
         snapshot?.blocker
           ? h(
               'p',
