@@ -12,6 +12,15 @@ import { waitFor } from './support/wait-for.ts';
 /** meshd substitutes `${PORT_HTTP}` in commands itself: a plain string, not a template. */
 const portHttp = ['$', '{PORT_HTTP}'].join('');
 
+/** `/proc/PID/status`, or undefined once the process is gone. */
+function procStatus(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 const podSpec = (name: string, command: string, host = 'b') => `kind: Pod
 name: ${name}
 spec:
@@ -64,21 +73,19 @@ describe('pods run on their node, sandboxed', { timeout: 300_000 }, () => {
       '-f',
       file('web.yaml', podSpec('web', `[python3, -m, http.server, "${portHttp}"]`)),
     ]);
-    const s = await waitFor(
+    // Running, serving on its port, and its process alive as reported. (Another program may take the
+    // port between its allocation and the pod's bind; the pod then moves to another: wait for that too.)
+    const { s, status } = await waitFor(
       async () => {
         const e = await slot('a', 'web');
-        return e?.phase === 'running' && e.pid !== null ? e : undefined;
+        if (e?.phase !== 'running' || e.pid === null || e.ports.http === undefined) return undefined;
+        if ((await httpStatus(`http://127.0.0.1:${e.ports.http}/`, 2000)) !== 200) return undefined;
+        const status = procStatus(e.pid);
+        return status === undefined ? undefined : { s: e, status };
       },
-      { timeoutMs: 30_000, what: 'web running' },
+      { timeoutMs: 30_000, what: 'web running, serving HTTP, its process alive' },
     );
     assert.equal(s.node, 'b');
-    const port = s.ports.http;
-    assert.ok(port !== undefined);
-    await waitFor(async () => (await httpStatus(`http://127.0.0.1:${port}/`, 2000)) === 200, {
-      timeoutMs: 15_000,
-      what: 'HTTP 200 from the pod',
-    });
-    const status = readFileSync(`/proc/${s.pid}/status`, 'utf8');
     assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
     assert.match(status, /^CapEff:\s+0000000000000000$/m);
     assert.match(status, /^NoNewPrivs:\s+1$/m);

@@ -11,6 +11,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
 import { createPodWorld, NODE, type PodWorld, podTestRoot } from '../../test/support/pod-world.ts';
@@ -478,6 +479,41 @@ test('a pod whose supervisor is killed is found lost, reported, and started agai
   assert.equal(again.lastError, undefined);
   const snap = agent.why('web')?.slots[0]?.snapshot;
   assert.equal(snap?.attempt, 2);
+});
+
+test('a pod whose port another program took while it restarted moves to a free port', async (t) => {
+  // A second backoff long enough for the test to take the port before the restart.
+  const w = await world(t, { backoff: { initialMs: 1500, maxMs: 1500 } });
+  w.apply(webSpec());
+  const agent = w.agent();
+  await agent.start();
+  const slot = await waitFor(() => running(w, 'web'), { timeoutMs: 20_000, what: 'slot 0 running' });
+  const port = (slot.ports as Record<string, number>).http as number;
+  process.kill(slot.pid as number, 'SIGKILL');
+  const squatter = createServer((_req, res) => res.end('not the pod'));
+  await waitFor(
+    () =>
+      new Promise<boolean>((resolve) => {
+        squatter.once('error', () => resolve(false));
+        squatter.listen(port, '127.0.0.1', () => resolve(true));
+      }),
+    { timeoutMs: 5000, what: `port ${port} free for the squatter` },
+  );
+  t.after(() => squatter.close());
+  const moved = await waitFor(
+    () => {
+      const s = running(w, 'web');
+      const p = (s?.ports as Record<string, number> | undefined)?.http;
+      return s !== undefined && p !== undefined && p !== port ? s : undefined;
+    },
+    { timeoutMs: 20_000, what: 'the pod running on another port' },
+  );
+  const next = (moved.ports as Record<string, number>).http as number;
+  assert.equal(await httpOk(next), true);
+  assert.equal(await stillRuns(moved.pid as number), true);
+  // why says what happened to the run that lost its port.
+  const earlier = agent.why('web')?.slots[0]?.snapshot?.previousRuns[0];
+  assert.match(earlier?.stopReason ?? '', new RegExp(`port ${port} taken by another program`));
 });
 
 test('a crash loop shows in status (restarts, lastError) and in why', async (t) => {

@@ -48,7 +48,7 @@ import {
   type PodStepsOptions,
   type RestoreInput,
 } from './pod-steps.ts';
-import { DEFAULT_PORT_COOLDOWN_MS, PortAllocator, type PortRange } from './port-allocator.ts';
+import { DEFAULT_PORT_COOLDOWN_MS, firstPortFor, PortAllocator, type PortRange } from './port-allocator.ts';
 import { decideSecurity, decisionEssence, grantsNothing, type SecurityDecision } from './security-grant.ts';
 
 /** A slot this node should run: slot `slot` of pod `pod`, under lease epoch `leaseEpoch` (0 when pinned). */
@@ -251,7 +251,8 @@ interface Unit {
   dirty: boolean;
   statusTimer: TimerHandle | undefined;
   /** Set by the poll when nothing of that run is left and nothing will restart it: why. */
-  lost: { run: ActiveRun; why: string } | undefined;
+  /** Its containers are gone; `now`: start again at once (the cause is known and fixed by the start). */
+  lost: { run: ActiveRun; why: string; now?: boolean } | undefined;
 }
 
 export class PodAgent {
@@ -279,6 +280,7 @@ export class PodAgent {
     this.ports = new PortAllocator({
       clock: opts.clock,
       ...(opts.portRange === undefined ? {} : { range: opts.portRange }),
+      firstPort: firstPortFor(opts.node.peerId, opts.portRange),
       cooldownMs: this.tuning.portCooldownMs,
     });
   }
@@ -583,7 +585,7 @@ export class PodAgent {
       u.lost = undefined;
       if (a !== undefined && lost?.run === a) {
         await this.stopRun(u, `containers lost: ${lost.why}`);
-        if (t !== undefined) this.failed(u, t, lost.why);
+        if (t !== undefined && lost.now !== true) this.failed(u, t, lost.why);
         continue;
       }
       if (a !== undefined) {
@@ -853,7 +855,39 @@ export class PodAgent {
       // Nothing of the pod runs any more and nothing will restart it: start it again (with backoff).
       u.lost = { run: a, why: health.lastError ?? 'the containers are gone' };
       this.kick(u);
+      return;
     }
+    const taken = await this.portsTakenWhileDown(u, statuses);
+    if (taken !== undefined && u.active === a && u.op === undefined) {
+      this.log.warn('pod port taken by another program; moving the pod to a free port', {
+        pod: u.pod,
+        slot: u.slot,
+        ports: taken,
+      });
+      u.lost = {
+        run: a,
+        why: `port ${taken.join(', ')} taken by another program while the pod restarted`,
+        now: true,
+      };
+      this.kick(u);
+    }
+  }
+
+  /**
+   * The slot's ports that something else listens on while none of its containers runs and one waits
+   * to restart: a pod that lost its port in a race with another program (or another node on this host)
+   * would otherwise restart into "address in use" forever. Undefined when there is nothing to move.
+   */
+  private async portsTakenWhileDown(
+    u: Unit,
+    statuses: readonly (readonly [string, ContainerStatus])[],
+  ): Promise<number[] | undefined> {
+    if (statuses.length === 0) return undefined;
+    // 'backoff': its supervisor means to start it again (a container that exited for good stays so).
+    const down = statuses.every(([, s]) => !s.running && (s.state === 'backoff' || s.state === 'exited'));
+    if (!down || !statuses.some(([, s]) => s.state === 'backoff')) return undefined;
+    const taken = await this.ports.takenByOthers(u.key);
+    return taken.length > 0 ? taken : undefined;
   }
 
   private async statusOf(h: ContainerHandle): Promise<ContainerStatus> {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { ManualClock } from '../shared/clock.ts';
 import { ValidationError } from '../shared/errors.ts';
-import { PortAllocator, PortsExhaustedError, portIsFree } from './port-allocator.ts';
+import { firstPortFor, PortAllocator, PortsExhaustedError, portIsFree } from './port-allocator.ts';
 
 const ports = (got: Record<string, { port: number }>) =>
   Object.fromEntries(Object.entries(got).map(([n, a]) => [n, a.port]));
@@ -60,6 +60,40 @@ test('a preferred port that is no longer free moves, and says from where', async
   });
   const got = await alloc.allocate('web.0', ['http'], { http: 31000 });
   assert.deepEqual(got.http, { port: 31001, kept: false, movedFrom: 31000 });
+});
+
+test('nodes start their walk at a place of their own, inside the range, the same one every time', async () => {
+  const range = { min: 30000, max: 32767 };
+  const starts = ['12D3KooWA', '12D3KooWB', '12D3KooWC'].map((id) => firstPortFor(id, range));
+  assert.equal(new Set(starts).size, 3, 'three peer ids, three starting ports');
+  for (const p of starts) assert.ok(p >= range.min && p <= range.max);
+  assert.equal(firstPortFor('12D3KooWA', range), starts[0]);
+  const alloc = new PortAllocator({
+    clock: new ManualClock(),
+    range,
+    firstPort: 32767,
+    isFree: async () => true,
+  });
+  assert.deepEqual(ports(await alloc.allocate('web.0', ['http', 'admin'])), { http: 32767, admin: 30000 });
+});
+
+test('takenByOthers names the ports of an owner that something else now listens on', async () => {
+  const used = new Set<number>();
+  const alloc = new PortAllocator({
+    clock: new ManualClock(),
+    range: { min: 31000, max: 31010 },
+    isFree: async (p) => !used.has(p),
+  });
+  await alloc.allocate('web.0', ['http', 'admin']);
+  await alloc.allocate('db.0', ['sql']);
+  assert.deepEqual(await alloc.takenByOthers('web.0'), []);
+  used.add(31001);
+  used.add(31002);
+  assert.deepEqual(await alloc.takenByOthers('web.0'), [31001]);
+  // Allocating again moves the taken port and keeps the other.
+  const again = await alloc.allocate('web.0', ['http', 'admin'], { http: 31000, admin: 31001 });
+  assert.deepEqual(again.http, { port: 31000, kept: true });
+  assert.deepEqual(again.admin, { port: 31003, kept: false, movedFrom: 31001 });
 });
 
 test('exhaustion names the pod, the port and why nothing was free', async () => {

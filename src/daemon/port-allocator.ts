@@ -5,7 +5,11 @@
 // - A released port cools down before another owner may take it, so clients of a pod that just
 //   stopped do not reach a different pod; its previous owner may take it back at once (in-place restart).
 // - A candidate is reserved before its bind check begins: concurrent allocations never pick the same port.
+// - A bind check cannot reserve a port against other programs: between the check and the pod's own
+//   bind, another node on this host may pick it too. Nodes start their walk at different places
+//   (`firstPort`), and the agent moves a pod whose port was taken (`takenByOthers`).
 
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
 import type { Clock } from '../shared/clock.ts';
 import { MeshdError, ValidationError } from '../shared/errors.ts';
@@ -28,6 +32,8 @@ export interface PortAllocatorOptions {
   readonly cooldownMs?: number;
   /** Whether nothing listens on `port`; binds 127.0.0.1 and 0.0.0.0 by default. */
   readonly isFree?: (port: number) => Promise<boolean>;
+  /** Where the walk through the range starts (default: its first port). */
+  readonly firstPort?: number;
 }
 
 /** Where a port came from in an allocation, for logs and `why`. */
@@ -73,7 +79,20 @@ export class PortAllocator {
     this.clock = opts.clock;
     this.cooldownMs = opts.cooldownMs ?? DEFAULT_PORT_COOLDOWN_MS;
     this.isFree = opts.isFree ?? portIsFree;
-    this.cursor = range.min;
+    const first = opts.firstPort ?? range.min;
+    this.cursor = first >= range.min && first <= range.max ? first : range.min;
+  }
+
+  /**
+   * Ports `owner` holds that something else now listens on. Meaningful only while none of the owner's
+   * processes runs: then every port it holds should be free.
+   */
+  async takenByOthers(owner: string): Promise<number[]> {
+    const taken: number[] = [];
+    for (const [port, holder] of this.holders) {
+      if (holder === owner && !(await this.isFree(port))) taken.push(port);
+    }
+    return taken.sort((a, b) => a - b);
   }
 
   /**
@@ -194,6 +213,16 @@ export class PortAllocator {
       },
     );
   }
+}
+
+/**
+ * A node's own place to start walking `range`, from a stable identity (its peer id): nodes sharing a
+ * host start apart, so two of them rarely check the same port at the same moment.
+ */
+export function firstPortFor(identity: string, range: PortRange = DEFAULT_PORT_RANGE): number {
+  const size = range.max - range.min + 1;
+  const n = createHash('sha256').update(identity).digest().readUInt32BE(0);
+  return range.min + (n % size);
 }
 
 /** Nothing listens on `port`: it can be bound on 127.0.0.1 and on 0.0.0.0 (one after the other). */

@@ -94,7 +94,8 @@ export interface StopResult {
 export interface RunObserver {
   transition(t: StepTransition): void;
   startFinished?(result: StartResult): void;
-  stopStarted?(at: number): void;
+  /** `reason`: why the pod is stopped, as the caller of `stop` gave it. */
+  stopStarted?(at: number, reason: string): void;
   stopFinished?(result: StopResult): void;
 }
 
@@ -225,7 +226,7 @@ export class GraphRunner {
       await this.startPromise;
     }
     const startedAt = this.clock.now();
-    this.observer?.stopStarted?.(startedAt);
+    this.observer?.stopStarted?.(startedAt, reason);
     const stopped: string[] = [];
     const errors: { step: string; error: string }[] = [];
     const toStop = [...this.slots.values()].filter((s) => s.started);

@@ -6,8 +6,9 @@ import { waitFor } from '../../test/support/wait-for.ts';
 import { ManualClock } from '../shared/clock.ts';
 import { ValidationError } from '../shared/errors.ts';
 import { GraphRunner } from './graph-runner.ts';
-import { type JournalSink, PodJournal, type PodJournalData } from './journal.ts';
+import { type JournalSink, PodJournal, type PodJournalData, type WhySnapshot } from './journal.ts';
 import { buildStepGraph, RUNNING_TARGET, type StepDefinition, type StepGraph } from './step-graph.ts';
+import { renderText } from './why-report.ts';
 
 const step = (name: string, rest: Partial<StepDefinition> = {}): StepDefinition => ({
   name,
@@ -102,7 +103,7 @@ describe('pod journal', { timeout: 20_000 }, () => {
     for (let i = 0; i < 5; i++) {
       const runner = attempt(journal, graph, clock);
       await runner.start();
-      await runner.stop();
+      await runner.stop(`edit ${i + 1}`);
     }
     const runs = journal.runs();
     assert.deepEqual(
@@ -121,9 +122,14 @@ describe('pod journal', { timeout: 20_000 }, () => {
     }
     const snap = journal.snapshot();
     assert.deepEqual(
-      snap?.previousRuns.map((r) => r.attempt),
-      [4, 3],
+      snap?.previousRuns.map((r) => [r.attempt, r.stopReason]),
+      [
+        [4, 'edit 4'],
+        [3, 'edit 3'],
+      ],
     );
+    assert.equal(snap?.stopReason, 'edit 5', 'each run says why it was stopped');
+    assert.match(renderText(snap as WhySnapshot), /^ {2}4: running; stopped: edit 4$/m);
     assert.equal(journal.snapshot(1), undefined);
   });
 

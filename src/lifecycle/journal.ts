@@ -73,6 +73,8 @@ export interface RunRecord {
   finishedAt?: number;
   stopStartedAt?: number;
   stoppedAt?: number;
+  /** Why the run was stopped (a spec change, a lost lease, a port taken...). */
+  stopReason?: string;
   graph: GraphShape;
   /** One record per step, in graph order. */
   steps: StepRecord[];
@@ -133,6 +135,7 @@ export interface WhySnapshot {
   startedAt: number;
   finishedAt?: number;
   stoppedAt?: number;
+  stopReason?: string;
   /** Why the goal is not reached (undefined once it is). */
   blocker?: Blocker;
   /** Steps whose start failed or timed out, including wanted ones that did not stop the pod. */
@@ -147,6 +150,7 @@ export interface WhySnapshot {
     startOutcome?: StartOutcome;
     startedAt: number;
     blocker?: Blocker;
+    stopReason?: string;
   }[];
 }
 
@@ -230,9 +234,10 @@ export class PodJournal {
       attempt,
       transition: (t) => this.record(run, t),
       startFinished: (r) => this.startFinished(run, r),
-      stopStarted: (at) => {
+      stopStarted: (at, reason) => {
         run.status = 'stopping';
         run.stopStartedAt = at;
+        run.stopReason = reason;
         this.scheduleSave();
       },
       stopFinished: (r) => this.stopFinished(run, r),
@@ -287,6 +292,7 @@ export class PodJournal {
       startedAt: run.startedAt,
       ...(run.finishedAt === undefined ? {} : { finishedAt: run.finishedAt }),
       ...(run.stoppedAt === undefined ? {} : { stoppedAt: run.stoppedAt }),
+      ...(run.stopReason === undefined ? {} : { stopReason: run.stopReason }),
       ...(blocker === undefined ? {} : { blocker }),
       failedSteps: run.steps
         .filter((s) => startState(s) === 'failed' || startState(s) === 'timed-out')
@@ -305,6 +311,7 @@ export class PodJournal {
             ...(r.startOutcome === undefined ? {} : { startOutcome: r.startOutcome }),
             startedAt: r.startedAt,
             ...(b === undefined ? {} : { blocker: b }),
+            ...(r.stopReason === undefined ? {} : { stopReason: r.stopReason }),
           };
         }),
     };

@@ -107,7 +107,8 @@ export function renderText(snap: WhySnapshot, opts: TextOptions = {}): string {
         r.blocker === undefined
           ? ''
           : ` — ${isFailure(r.blocker.state) ? 'stuck at ' : ''}${describeBlocker(r.blocker)}`;
-      lines.push(`  ${r.attempt}: ${r.startOutcome ?? r.status}${at}`);
+      const stopped = r.stopReason === undefined ? '' : `; stopped: ${r.stopReason}`;
+      lines.push(`  ${r.attempt}: ${r.startOutcome ?? r.status}${at}${stopped}`);
     }
     if (snap.previousRuns.length > 5) lines.push(`  … ${snap.previousRuns.length - 5} more`);
   }
