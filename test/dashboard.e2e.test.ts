@@ -37,9 +37,11 @@ type PageGlobals = {
   sameDocument?: boolean;
 };
 
+// Pinned to b: a later test stops c, and the page must still reach the node that runs the pod.
 const webSpec = (greeting: string) => `kind: Pod
 name: web
 spec:
+  placement: { host: b }
   containers:
     - name: app
       command: [sleep, "600"]
