@@ -1,6 +1,6 @@
 // Starting the daemon in the background and waiting, with a deadline, until it is ready (or says why not).
 
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ApiClient, type StatusView } from '../api/client.ts';
@@ -39,8 +39,15 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
   });
   fs.closeSync(log);
   let exited: number | null | undefined;
-  child.on('exit', (code) => {
-    exited = code;
+  const gone = new Promise<void>((resolve) => {
+    child.on('exit', (code) => {
+      exited = code;
+      resolve();
+    });
+    child.on('error', () => {
+      exited = null; // could not be spawned: the log (or the generic error) says so
+      resolve();
+    });
   });
   child.unref();
 
@@ -54,7 +61,7 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
       if (opts.until(last)) return last;
       const fatal = opts.failFast?.(last);
       if (fatal !== undefined) {
-        stopChild(child.pid);
+        await stopChild(child, gone);
         throw fatal;
       }
     } catch (err) {
@@ -64,7 +71,7 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
   }
   if (exited !== undefined) throw daemonDiedError(dir, logStart, exited);
   // Do not leave a half-started daemon behind a failed command.
-  stopChild(child.pid);
+  await stopChild(child, gone);
   throw new DaemonError(
     'E_START_TIMEOUT',
     `gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${opts.waitingFor}`,
@@ -74,12 +81,28 @@ export async function startDetached(dir: DataDir, opts: DetachOptions): Promise<
   );
 }
 
-function stopChild(pid: number | undefined): void {
-  try {
-    process.kill(pid ?? -1, 'SIGTERM');
-  } catch {
-    // already gone
-  }
+/**
+ * Stops the daemon this command started and waits until it has exited, so the data dir is free for the
+ * next command the moment this one returns (SIGKILL if it has not ended within 15 s).
+ */
+async function stopChild(child: ChildProcess, gone: Promise<void>): Promise<void> {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  // A ref'd timer keeps this process alive while it waits (the child itself is unref'd); cleared after.
+  const within = async (ms: number) => {
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      gone.then(() => true),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), ms);
+      }),
+    ]);
+    clearTimeout(timer);
+    return ended;
+  };
+  child.kill('SIGTERM');
+  if (await within(15_000)) return;
+  child.kill('SIGKILL');
+  await within(5_000);
 }
 
 /** The fatal error the daemon wrote to its log before dying, or a generic one pointing at the log. */
