@@ -149,6 +149,14 @@ test('a full disk: applies fail with a clear error, the daemon stays up, nothing
   const { pid } = await mesh.json<StatusView>('a', ['status']);
   const before = await apply('before', 'tester');
   assert.equal(before.code, 0, before.stderr);
+  // Settled first: a pod still starting writes files of its own, which would make the fill below uneven.
+  await waitFor(
+    async () =>
+      (await mesh.json<PodEntry[]>('a', ['get', 'pods'])).some(
+        (p) => p.name === 'before' && p.phase === 'running',
+      ),
+    { timeoutMs: 30_000, what: 'pod before running' },
+  );
 
   // The disk fills up (another program's file takes the rest).
   const filler = join(dir, 'filler');

@@ -73,7 +73,15 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
     }
     return out;
   };
-  const logsOf = async (node: string, name: string) => mesh.ok(node, ['logs', 'pod', name]);
+  /** Waits until the logs of pod `name`, asked of `node`, match `pattern` (a running pod may not have written yet). */
+  const logsMatch = (node: string, name: string, pattern: RegExp) =>
+    waitFor(
+      async () => {
+        const text = await mesh.ok(node, ['logs', 'pod', name]);
+        return pattern.test(text) ? text : undefined;
+      },
+      { timeoutMs: 10_000, what: `logs of ${name} on ${node} to match ${pattern}` },
+    );
 
   before(async () => {
     mesh = await MeshFixture.create('meshd-sched-');
@@ -149,7 +157,7 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
       const e = await runningSlot('a', name, `${name} running`);
       assert.equal(e.node, 'a', `${name} placed on a (the others are cordoned)`);
     }
-    assert.match(await logsOf('a', 'guard'), /^epoch=1$/m, 'the pod sees its lease epoch');
+    await logsMatch('a', 'guard', /^epoch=1$/m); // the pod sees its lease epoch
     for (const n of ['b', 'c', 'd']) await mesh.ok('b', ['node', 'uncordon', n]);
     await waitFor(
       async () => {
@@ -202,7 +210,7 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
       `ha pod ran on ${failover.node} ${failover.ms} ms after the kill (bound ${failoverBoundMs} ms)`,
     );
     // The copy that runs is the survivor's, under a higher fencing epoch, and it is the only one.
-    assert.match(await logsOf(failover.node, 'guard'), /^epoch=2$/m);
+    await logsMatch(failover.node, 'guard', /^epoch=2$/m);
     assert.deepEqual(
       (await copiesOn('guard', survivors)).map((c) => [c.node, c.epoch]),
       [[failover.node, 2]],
