@@ -134,6 +134,54 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
     });
   });
 
+  test('drain: the node stops its slot, which runs where no copy ran, under a higher epoch; uncordon ends it', async () => {
+    await apply('c', 'spread', { replicas: 3 });
+    const placed = await waitFor(
+      async () => {
+        const s = slotsOf(await pods('d'), 'spread');
+        return s.length === 3 && s.every((e) => e.phase === 'running') ? s : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 200, what: 'three spread slots running, seen from d' },
+    );
+    const victim = placed.find((e) => e.slot === 0)?.node ?? '';
+    const free = nodes.filter((n) => !placed.some((e) => e.node === n));
+    assert.equal(free.length, 1, 'three slots on four nodes leave one free');
+    const [epochBefore] = (await copiesOn('spread', [victim]))
+      .filter((c) => c.slot === 0)
+      .map((c) => c.epoch);
+    assert.ok(epochBefore !== undefined, `slot 0 runs on ${victim}`);
+
+    await mesh.ok('b', ['node', 'drain', victim]);
+    const moved = await runningSlot('c', 'spread', 'spread#0 running off the drained node', [victim], 0);
+    assert.equal(moved.node, free[0], 'replicas keep to distinct nodes: the free one takes it');
+    await waitFor(async () => (await copiesOn('spread', [victim])).length === 0, {
+      timeoutMs: 15_000,
+      what: `the drained node ${victim} to stop its copy`,
+    });
+    const [after] = (await copiesOn('spread', [moved.node ?? ''])).filter((c) => c.slot === 0);
+    assert.ok(
+      after !== undefined && after.epoch > epochBefore,
+      `a higher epoch (${epochBefore} → ${after?.epoch})`,
+    );
+    const flags = (await mesh.json<NodeEntry[]>('d', ['get', 'nodes'])).find((n) => n.name === victim);
+    assert.deepEqual([flags?.cordoned, flags?.draining], [true, true], 'get nodes says it drains');
+
+    await mesh.ok('b', ['node', 'uncordon', victim]);
+    await waitFor(
+      async () => {
+        const n = (await mesh.json<NodeEntry[]>('d', ['get', 'nodes'])).find((x) => x.name === victim);
+        return n?.cordoned === false && n.draining === false;
+      },
+      { timeoutMs: 10_000, what: `${victim} schedulable again everywhere` },
+    );
+    await mesh.ok('a', ['delete', 'pod', 'spread', '--as', 'tester']);
+    await waitFor(async () => (await copiesOn('spread', nodes)).length === 0, {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      what: 'every spread copy stopped',
+    });
+  });
+
   test('a killed node: ha moves within the bound with a higher epoch, best-effort waits for `node forget`, pinned never moves', async (t) => {
     // Everything starts on a: the others are cordoned while the pods are placed.
     for (const n of ['b', 'c', 'd']) await mesh.ok('a', ['node', 'cordon', n]);
