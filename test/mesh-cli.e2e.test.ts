@@ -1,7 +1,8 @@
 // End to end through the real CLI: three daemons on loopback form a mesh, replicate edits and survive crashes.
 
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { NodeEntry, PeerEntry, StatusView } from '../src/api/types.ts';
 import { decodeJoinToken, encodeJoinToken } from '../src/mesh/join-token.ts';
@@ -51,6 +52,41 @@ describe('a three-node mesh driven through the CLI', { timeout: 240_000 }, () =>
         what: 'RTT to every peer',
       },
     );
+  });
+
+  test("describe node shows what another node's policy allows, after a SIGHUP reload, and refuses an unknown name", async () => {
+    const before = await mesh.run('c', ['describe', 'node', 'b']);
+    assert.equal(before.code, 0, before.stderr);
+    assert.match(before.stdout, /^Name: +b$/m);
+    assert.match(before.stdout, /^ {2}nothing beyond the sandbox defaults$/m);
+    // b's operator allows a read-only host path and a device, and has b read its policy again.
+    writeFileSync(
+      join(mesh.dataDir('b'), 'policy.yaml'),
+      'hostPaths:\n  - { path: /srv/media, readOnly: true }\ndevices: [/dev/fuse]\n',
+    );
+    process.kill((await mesh.json<StatusView>('b', ['status'])).pid, 'SIGHUP');
+    const seen = await waitFor(
+      async () => {
+        const d = await mesh.json<{ node: NodeEntry }>('c', ['describe', 'node', 'b']);
+        return d.node.policy.hostPaths.length > 0 ? d.node : undefined;
+      },
+      { timeoutMs: 15_000, what: "b's policy to reach c" },
+    );
+    assert.deepEqual(seen.policy, {
+      hostNetwork: false,
+      unsandboxed: false,
+      hostPaths: [{ path: '/srv/media', readOnly: true }],
+      devices: ['/dev/fuse'],
+      capabilities: [],
+    });
+    const text = await mesh.ok('c', ['describe', 'node', 'b']);
+    assert.match(text, /^ {2}host path \/srv\/media and below: read-only$/m);
+    assert.match(text, /^ {2}devices: \/dev\/fuse$/m);
+
+    const unknown = await mesh.run('c', ['describe', 'node', 'nas']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no node named "nas"/);
+    assert.match(unknown.stderr, /Known nodes: a, b, c/);
   });
 
   test('a label set while a node is down reaches it when it comes back', async () => {

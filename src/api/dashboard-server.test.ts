@@ -345,6 +345,7 @@ describe('dashboard server', { timeout: 60_000 }, () => {
       draining: false,
       forgotten: false,
       removed: false,
+      policy: { hostNetwork: false, unsandboxed: false, hostPaths: [], devices: [], capabilities: [] },
     });
     clock.advance(1000);
     clock.advance(100);

@@ -69,6 +69,17 @@ export interface NodeEntry {
   forgotten: boolean;
   /** Removed for good with `meshd node remove`: every member refuses its peer id. */
   removed: boolean;
+  /** What the node's operator permits pods there beyond the defaults (its policy file, as published). */
+  policy: NodePolicyView;
+}
+
+/** A node's policy: the operator's half of the double opt-in. Empty lists and false allow nothing. */
+export interface NodePolicyView {
+  hostNetwork: boolean;
+  unsandboxed: boolean;
+  hostPaths: { path: string; readOnly: boolean }[];
+  devices: string[];
+  capabilities: string[];
 }
 
 export type NodeAction = 'cordon' | 'uncordon' | 'drain' | 'forget';

@@ -1,10 +1,12 @@
 // Commands that read and edit the mesh: peers, get nodes, label node.
 
 import { ApiClient, type NodeEntry, type PeerEntry } from '../api/client.ts';
+import type { NodePolicyView, PodEntry } from '../api/types.ts';
 import { DataDir } from '../daemon/data-dir.ts';
-import { UsageError } from '../shared/errors.ts';
+import { NotFoundError, UsageError } from '../shared/errors.ts';
 import { boolFlag, expectPositionals, type Parsed, parseCommand } from './args.ts';
 import { type Command, type CommandContext, emit } from './main.ts';
+import { podsTable } from './pod-commands.ts';
 import { formatAgo, formatBytes, renderTable } from './table.ts';
 
 function client(p: Parsed): ApiClient {
@@ -128,6 +130,64 @@ const getNodes: Command = {
   },
 };
 
+const describeNode: Command = {
+  words: ['describe', 'node'],
+  usage: 'describe node NAME [-o json]',
+  summary: 'a node: its state, labels, capacity, what its policy allows, and the pod slots it runs',
+  async run(argv, ctx) {
+    const p = parseCommand('describe node', argv, {});
+    const [name] = expectPositionals('describe node', p, ['NAME']);
+    const api = client(p);
+    const [nodes, pods] = await Promise.all([api.nodes(), api.pods()]);
+    const node = nodes.find((n) => n.name === name);
+    if (node === undefined) {
+      const known = nodes.map((n) => n.name);
+      throw new NotFoundError('E_NODE_NOT_FOUND', `no node named "${name}"`, {
+        hint:
+          known.length === 0
+            ? 'No node is known yet.'
+            : `Known nodes: ${known.join(', ')} (meshd get nodes).`,
+        details: { node: name, known },
+      });
+    }
+    const slots = pods.filter((e) => e.node === node.name);
+    emit(ctx, p.output, { node, pods: slots }, () => describeNodeText(node, slots));
+    return 0;
+  },
+};
+
+function describeNodeText(n: NodeEntry, slots: PodEntry[]): string {
+  const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`);
+  return [
+    `Name:      ${n.name}${n.self ? ' (this node)' : ''}`,
+    `Peer:      ${n.peerId}`,
+    `State:     ${[n.state, ...nodeFlags(n)].join(', ')}`,
+    `Version:   ${n.version}`,
+    `Joined:    ${n.joinedAt}`,
+    `Capacity:  ${n.capacity.cpu} CPU, ${formatBytes(n.capacity.memoryBytes)}`,
+    `Labels:    ${labels.join(', ') || '-'}`,
+    `Addresses: ${n.addrs.join(' ') || '-'}`,
+    '',
+    "Policy (what this node's operator lets pods ask for):",
+    ...policyLines(n.policy).map((l) => `  ${l}`),
+    '',
+    'Pods:',
+    podsTable(slots).replace(/^/gm, '  '),
+  ].join('\n');
+}
+
+/** The node half of the double opt-in, one line per kind of relaxation; one line when nothing is allowed. */
+function policyLines(policy: NodePolicyView): string[] {
+  const lines: string[] = [];
+  if (policy.hostNetwork) lines.push('hostNetwork: allowed');
+  if (policy.unsandboxed) lines.push('unsandboxed: allowed');
+  for (const r of policy.hostPaths)
+    lines.push(`host path ${r.path} and below: ${r.readOnly ? 'read-only' : 'read-write'}`);
+  if (policy.devices.length > 0) lines.push(`devices: ${policy.devices.join(', ')}`);
+  if (policy.capabilities.length > 0) lines.push(`capabilities: ${policy.capabilities.join(', ')}`);
+  return lines.length > 0 ? lines : ['nothing beyond the sandbox defaults'];
+}
+
 const labelNode: Command = {
   words: ['label', 'node'],
   usage: 'label node NAME key=value... key-...',
@@ -218,4 +278,4 @@ function nodeFlags(n: NodeEntry): string[] {
   ].filter((f) => f !== '');
 }
 
-export const meshCommands: Command[] = [peers, getNodes, labelNode, ...nodeActions, nodeRemove];
+export const meshCommands: Command[] = [peers, getNodes, describeNode, labelNode, ...nodeActions, nodeRemove];

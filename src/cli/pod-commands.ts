@@ -88,7 +88,8 @@ const apply: Command = {
   },
 };
 
-function podsTable(pods: PodEntry[]): string {
+/** One row per pod slot: what `get pods` prints. */
+export function podsTable(pods: PodEntry[]): string {
   if (pods.length === 0) return 'no pods';
   return renderTable(
     ['NAME', 'SLOT', 'PHASE', 'NODE', 'REVISION', 'AVAILABILITY', 'RESTARTS'],

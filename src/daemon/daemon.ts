@@ -430,6 +430,7 @@ export class Daemon {
       const self = n.peerId === mesh.peerId;
       const lastSeen = seen.get(n.peerId);
       const alive = self || (lastSeen !== undefined && lastSeen !== null && now - lastSeen <= window);
+      const controls = this.cluster.nodeControls(n.peerId);
       return {
         name: n.name,
         peerId: n.peerId,
@@ -440,10 +441,20 @@ export class Daemon {
         addrs: n.addrs,
         version: n.version,
         joinedAt: new Date(n.joinedAt).toISOString(),
-        cordoned: this.cluster.nodeControls(n.peerId).cordoned,
-        draining: this.cluster.nodeControls(n.peerId).draining,
+        cordoned: controls.cordoned,
+        draining: controls.draining,
         forgotten: forgotten.has(n.peerId),
         removed: this.cluster.isRemoved(n.peerId),
+        policy: {
+          hostNetwork: controls.policy.hostNetwork === true,
+          unsandboxed: controls.policy.unsandboxed === true,
+          hostPaths: (controls.policy.hostPaths ?? []).map((r) => ({
+            path: r.path,
+            readOnly: r.readOnly === true,
+          })),
+          devices: [...(controls.policy.devices ?? [])],
+          capabilities: [...(controls.policy.capabilities ?? [])],
+        },
       };
     });
   }
