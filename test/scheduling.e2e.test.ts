@@ -64,6 +64,24 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
       },
       { timeoutMs: 30_000, intervalMs: 200, what },
     );
+  /** The `n` slots of pod `name`, once `get pods` on `node` shows every one running. */
+  const allRunning = (node: string, name: string, n: number) =>
+    waitFor(
+      async () => {
+        const s = slotsOf(await pods(node), name);
+        return s.length === n && s.every((e) => e.phase === 'running') ? s : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 200, what: `${n} ${name} slots running, seen from ${node}` },
+    );
+  /** Deletes pod `name` and waits until no node runs a copy of it. */
+  const deleteAndWait = async (name: string) => {
+    await mesh.ok('a', ['delete', 'pod', name, '--as', 'tester']);
+    await waitFor(async () => (await copiesOn(name, nodes)).length === 0, {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      what: `every ${name} copy stopped`,
+    });
+  };
   /** Live copies of pod `name` on every node given, by node. */
   const copiesOn = async (name: string, on: readonly string[]) => {
     const out: { node: string; slot: number; epoch: number; pid: number }[] = [];
@@ -111,13 +129,7 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
 
   test('replicas: 3 lands on three distinct nodes', async () => {
     await apply('b', 'trio', { replicas: 3 });
-    const placed = await waitFor(
-      async () => {
-        const s = slotsOf(await pods('c'), 'trio');
-        return s.length === 3 && s.every((e) => e.phase === 'running') ? s : undefined;
-      },
-      { timeoutMs: 30_000, intervalMs: 200, what: 'three trio slots running' },
-    );
+    const placed = await allRunning('c', 'trio', 3);
     const where = placed.map((e) => e.node);
     assert.equal(new Set(where).size, 3, `slots on distinct nodes, got ${where.join(', ')}`);
     // The document agrees with the machine: exactly one live copy per slot, where get pods says.
@@ -126,23 +138,12 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
       copies.map((c) => `${c.slot}@${c.node}`).sort(),
       placed.map((e) => `${e.slot}@${e.node}`).sort(),
     );
-    await mesh.ok('a', ['delete', 'pod', 'trio', '--as', 'tester']);
-    await waitFor(async () => (await copiesOn('trio', nodes)).length === 0, {
-      timeoutMs: 30_000,
-      intervalMs: 200,
-      what: 'every trio copy stopped',
-    });
+    await deleteAndWait('trio');
   });
 
   test('drain: the node stops its slot, which runs where no copy ran, under a higher epoch; uncordon ends it', async () => {
     await apply('c', 'spread', { replicas: 3 });
-    const placed = await waitFor(
-      async () => {
-        const s = slotsOf(await pods('d'), 'spread');
-        return s.length === 3 && s.every((e) => e.phase === 'running') ? s : undefined;
-      },
-      { timeoutMs: 30_000, intervalMs: 200, what: 'three spread slots running, seen from d' },
-    );
+    const placed = await allRunning('d', 'spread', 3);
     const victim = placed.find((e) => e.slot === 0)?.node ?? '';
     const free = nodes.filter((n) => !placed.some((e) => e.node === n));
     assert.equal(free.length, 1, 'three slots on four nodes leave one free');
@@ -174,12 +175,7 @@ describe('scheduling across four peers, through the CLI', { timeout: 200_000 }, 
       },
       { timeoutMs: 10_000, what: `${victim} schedulable again everywhere` },
     );
-    await mesh.ok('a', ['delete', 'pod', 'spread', '--as', 'tester']);
-    await waitFor(async () => (await copiesOn('spread', nodes)).length === 0, {
-      timeoutMs: 30_000,
-      intervalMs: 200,
-      what: 'every spread copy stopped',
-    });
+    await deleteAndWait('spread');
   });
 
   test('a killed node: ha moves within the bound with a higher epoch, best-effort waits for `node forget`, pinned never moves', async (t) => {

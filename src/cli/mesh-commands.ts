@@ -119,9 +119,7 @@ const getNodes: Command = {
           [n.state, ...nodeFlags(n)].join(','),
           String(n.capacity.cpu),
           formatBytes(n.capacity.memoryBytes),
-          Object.entries(n.labels)
-            .map(([k, v]) => `${k}=${v}`)
-            .join(',') || '-',
+          labelsText(n, ','),
           n.version,
         ]),
       ),
@@ -157,7 +155,6 @@ const describeNode: Command = {
 };
 
 function describeNodeText(n: NodeEntry, slots: PodEntry[]): string {
-  const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`);
   return [
     `Name:      ${n.name}${n.self ? ' (this node)' : ''}`,
     `Peer:      ${n.peerId}`,
@@ -165,7 +162,7 @@ function describeNodeText(n: NodeEntry, slots: PodEntry[]): string {
     `Version:   ${n.version}`,
     `Joined:    ${n.joinedAt}`,
     `Capacity:  ${n.capacity.cpu} CPU, ${formatBytes(n.capacity.memoryBytes)}`,
-    `Labels:    ${labels.join(', ') || '-'}`,
+    `Labels:    ${labelsText(n, ', ')}`,
     `Addresses: ${n.addrs.join(' ') || '-'}`,
     '',
     "Policy (what this node's operator lets pods ask for):",
@@ -174,6 +171,15 @@ function describeNodeText(n: NodeEntry, slots: PodEntry[]): string {
     'Pods:',
     podsTable(slots).replace(/^/gm, '  '),
   ].join('\n');
+}
+
+/** `k=v` pairs joined by `sep`; `-` for none. */
+function labelsText(n: NodeEntry, sep: string): string {
+  return (
+    Object.entries(n.labels)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(sep) || '-'
+  );
 }
 
 /** The node half of the double opt-in, one line per kind of relaxation; one line when nothing is allowed. */
