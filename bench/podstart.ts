@@ -54,6 +54,9 @@ interface Round {
   deleteToStoppedMs: ReturnType<typeof stats>;
   wallMs: number;
   supervisorRssMb: { p50: number; max: number };
+  /** What one more supervisor really costs: its private pages (RSS counts the shared Node binary too). */
+  supervisorPrivateMb: { p50: number; max: number };
+  supervisorPssMb: { p50: number; max: number };
 }
 
 /** Watches the document: when each pod's slot 0 first shows `running`. */
@@ -108,6 +111,8 @@ async function round(
   const steps = new Map<string, number[]>();
   const graph: number[] = [];
   const rss: number[] = [];
+  const priv: number[] = [];
+  const pss: number[] = [];
   for (const n of names) {
     const snap = agent.why(n)?.slots[0]?.snapshot;
     if (snap?.finishedAt !== undefined) graph.push(snap.finishedAt - snap.startedAt);
@@ -119,6 +124,11 @@ async function round(
     if (sup !== undefined) {
       const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${sup}/status`, 'utf8'))?.[1];
       if (kb !== undefined) rss.push(Number(kb) / 1024);
+      const rollup = readFileSync(`/proc/${sup}/smaps_rollup`, 'utf8');
+      const field = (name: string) =>
+        Number(new RegExp(`^${name}:\\s+(\\d+) kB$`, 'm').exec(rollup)?.[1] ?? Number.NaN);
+      priv.push((field('Private_Clean') + field('Private_Dirty')) / 1024);
+      pss.push(field('Pss') / 1024);
     }
   }
 
@@ -141,6 +151,13 @@ async function round(
   const leftovers = await killSupervisorsUnder(w.dir);
   if (leftovers > 0) log(`warning: ${leftovers} supervisors were still running after the pods were deleted`);
 
+  const mb = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    return {
+      p50: Math.round(percentile(sorted, 50) * 10) / 10,
+      max: Math.round((sorted.at(-1) ?? Number.NaN) * 10) / 10,
+    };
+  };
   const sortedRss = [...rss].sort((a, b) => a - b);
   return {
     applyToRunningMs: stats(latencies),
@@ -156,6 +173,8 @@ async function round(
       p50: Math.round(percentile(sortedRss, 50)),
       max: Math.round(sortedRss.at(-1) ?? Number.NaN),
     },
+    supervisorPrivateMb: mb(priv),
+    supervisorPssMb: mb(pss),
   };
 }
 
@@ -187,7 +206,9 @@ async function main(): Promise<void> {
     );
     for (const [name, s] of Object.entries(burst.stepMs))
       log(`  burst ${name}: p50 ${s.p50} ms, p99 ${s.p99} ms`);
-    log(`supervisor RSS: p50 ${burst.supervisorRssMb.p50} MB, max ${burst.supervisorRssMb.max} MB`);
+    log(
+      `supervisor: RSS p50 ${burst.supervisorRssMb.p50} MB; private p50 ${burst.supervisorPrivateMb.p50} MB (max ${burst.supervisorPrivateMb.max}); PSS p50 ${burst.supervisorPssMb.p50} MB`,
+    );
     await agent.stop();
     process.stdout.write(
       `${JSON.stringify({ bench: 'podstart', pods: podCount, container: 'sleep 3600', sequential, burst })}\n`,
