@@ -2,7 +2,7 @@
 
 import { getCompileCacheDir } from 'node:module';
 import { availableParallelism, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as Y from 'yjs';
 import { DashboardServer } from '../api/dashboard-server.ts';
 import type { ApiHandlers } from '../api/server.ts';
@@ -307,10 +307,7 @@ export class Daemon {
     return createProcessDriver({
       clock: this.opts.clock,
       log: this.logger,
-      // The launcher's private per-user cache when it enabled one (bin/meshd.js checks who may write it):
-      // already warm from this daemon's own modules, so even a node's first supervisor starts without
-      // loading the type stripper (~0.5 s). Else one in the data dir.
-      compileCacheDir: getCompileCacheDir() ?? join(this.opts.dataDir.path, 'cache'),
+      compileCacheDir: sharedCompileCache() ?? join(this.opts.dataDir.path, 'cache'),
     });
   }
 
@@ -794,4 +791,15 @@ function removedProblem(by: string, now: number): KeyProblem {
     hint: 'A removed machine comes back only as a new node: a fresh data dir and `meshd join` with a current token.',
     at: new Date(now).toISOString(),
   };
+}
+
+/**
+ * The launcher's private per-user compile cache, when it enabled one (bin/meshd.js checks who may write
+ * it), for the supervisors: every node on this host then shares one warm cache, so a node's first pod
+ * does not pay for loading the type stripper. Node reports its versioned subdirectory and adds that
+ * subdirectory itself under whatever NODE_COMPILE_CACHE names: hence the parent.
+ */
+function sharedCompileCache(): string | undefined {
+  const dir = getCompileCacheDir();
+  return dir === undefined ? undefined : dirname(dir);
 }
