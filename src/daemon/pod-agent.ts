@@ -250,8 +250,11 @@ interface Unit {
   op: Promise<void> | undefined;
   dirty: boolean;
   statusTimer: TimerHandle | undefined;
-  /** Set by the poll when nothing of that run is left and nothing will restart it: why. */
-  /** Its containers are gone; `now`: start again at once (the cause is known and fixed by the start). */
+  /**
+   * Set by the poll when that run is to be replaced, and why: nothing of it is left and nothing will
+   * restart it (started again after a failure backoff), or, with `now`, another program took one of its
+   * ports (started again at once: the new start moves the port).
+   */
   lost: { run: ActiveRun; why: string; now?: boolean } | undefined;
 }
 
