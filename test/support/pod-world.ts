@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys';
 import * as Y from 'yjs';
 import { PodAgent, type PodAgentOptions, pinnedSlots } from '../../src/daemon/pod-agent.ts';
@@ -160,4 +161,28 @@ export function podTestRoot(prefix: string): string {
   const root = mkdtempSync(join(tmpdir(), prefix));
   chmodSync(root, 0o711);
   return root;
+}
+
+/** A pod directory and a process driver for driver-level tests. */
+export interface DriverPod {
+  podKey: string;
+  podDir: string;
+  logDir: string;
+  driver: ProcessDriver;
+}
+
+/**
+ * A fresh pod directory under `root` (a `podTestRoot`) with its own driver; every supervisor it starts
+ * is killed and the directory removed after the test.
+ */
+export function driverPod(t: TestContext, root: string, opts: ProcessDriverOptions = {}): DriverPod {
+  const podKey = `t${process.pid}-${randomBytes(3).toString('hex')}`;
+  const dir = join(root, podKey);
+  mkdirSync(dir, { mode: 0o711 });
+  const driver = new ProcessDriver({ compileCacheDir: join(root, 'compile-cache'), ...opts });
+  t.after(async () => {
+    await killSupervisorsUnder(dir);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { podKey, podDir: join(dir, 'data'), logDir: join(dir, 'logs'), driver };
 }

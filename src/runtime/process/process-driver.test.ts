@@ -2,7 +2,6 @@
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import {
   chmodSync,
@@ -20,7 +19,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
-import { killSupervisorsUnder } from '../../../test/support/pod-world.ts';
+import { type DriverPod, driverPod, killSupervisorsUnder } from '../../../test/support/pod-world.ts';
 import { waitFor } from '../../../test/support/wait-for.ts';
 import {
   type ContainerHandle,
@@ -43,28 +42,11 @@ after(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-interface Pod {
-  podKey: string;
-  podDir: string;
-  logDir: string;
-  driver: ProcessDriver;
-}
-
 /** A fresh pod directory and driver; everything it starts is stopped and removed after the test. */
-function pod(t: TestContext, opts: ProcessDriverOptions = {}): Pod {
-  const podKey = `t${process.pid}-${randomBytes(3).toString('hex')}`;
-  const dir = join(root, podKey);
-  mkdirSync(dir, { mode: 0o711 });
-  const driver = new ProcessDriver({ compileCacheDir: cacheDir, ...opts });
-  t.after(async () => {
-    await killSupervisorsUnder(dir);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return { podKey, podDir: join(dir, 'data'), logDir: join(dir, 'logs'), driver };
-}
+const pod = (t: TestContext, opts: ProcessDriverOptions = {}) => driverPod(t, root, opts);
 
 function startIn(
-  p: Pod,
+  p: DriverPod,
   name: string,
   command: string[],
   extra: {
@@ -96,7 +78,7 @@ async function freePort(): Promise<number> {
   return addr.port;
 }
 
-async function lines(p: Pod, path: string, tail?: number): Promise<string[]> {
+async function lines(p: DriverPod, path: string, tail?: number): Promise<string[]> {
   const out: string[] = [];
   for await (const l of p.driver.logs(path, tail === undefined ? {} : { tail })) out.push(l);
   return out;
@@ -179,7 +161,10 @@ test('a python http.server container answers on 127.0.0.1:PORT and runs with eve
 });
 
 /** A stand-in daemon: a separate node process that starts a container, prints the handle, then waits. */
-function startFakeDaemon(p: Pod, port: number): { child: ChildProcess; handle: Promise<ContainerHandle> } {
+function startFakeDaemon(
+  p: DriverPod,
+  port: number,
+): { child: ChildProcess; handle: Promise<ContainerHandle> } {
   const driverUrl = new URL('./process-driver.ts', import.meta.url).href;
   const req = {
     podKey: p.podKey,

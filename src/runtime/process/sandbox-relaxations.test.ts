@@ -1,15 +1,18 @@
 // Real sandboxes with granted relaxations: host paths (read-only really is), a device, a capability, and unsandboxed runs.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
-import { killSupervisorsUnder, podTestRoot } from '../../../test/support/pod-world.ts';
+import {
+  type DriverPod,
+  driverPod,
+  killSupervisorsUnder,
+  podTestRoot,
+} from '../../../test/support/pod-world.ts';
 import { waitFor } from '../../../test/support/wait-for.ts';
 import { type ContainerHandle, ProcessStartError, type SandboxRelaxations } from '../driver.ts';
 import { isSameProcess } from './proc-stat.ts';
-import { ProcessDriver } from './process-driver.ts';
 
 const root = podTestRoot('meshd-relax-');
 after(async () => {
@@ -19,27 +22,10 @@ after(async () => {
 
 const asRoot = process.getuid?.() === 0;
 
-interface Pod {
-  podKey: string;
-  podDir: string;
-  logDir: string;
-  driver: ProcessDriver;
-}
-
-function pod(t: TestContext): Pod {
-  const podKey = `r${process.pid}-${randomBytes(3).toString('hex')}`;
-  const dir = join(root, podKey);
-  mkdirSync(dir, { mode: 0o711 });
-  const driver = new ProcessDriver({ compileCacheDir: join(root, 'compile-cache'), startTimeoutMs: 15_000 });
-  t.after(async () => {
-    await killSupervisorsUnder(dir);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return { podKey, podDir: join(dir, 'data'), logDir: join(dir, 'logs'), driver };
-}
+const pod = (t: TestContext) => driverPod(t, root, { startTimeoutMs: 15_000 });
 
 function startIn(
-  p: Pod,
+  p: DriverPod,
   name: string,
   command: string[],
   security: SandboxRelaxations,
@@ -57,13 +43,13 @@ function startIn(
   });
 }
 
-async function output(p: Pod, h: ContainerHandle): Promise<string> {
+async function output(p: DriverPod, h: ContainerHandle): Promise<string> {
   const out: string[] = [];
   for await (const l of p.driver.logs(h.logFiles.stdout, {})) out.push(l);
   return out.join('\n');
 }
 
-async function exited(p: Pod, h: ContainerHandle): Promise<void> {
+async function exited(p: DriverPod, h: ContainerHandle): Promise<void> {
   await waitFor(async () => (await p.driver.status(h)).state === 'exited', {
     timeoutMs: 15_000,
     what: `${h.container} to exit`,
