@@ -42,6 +42,18 @@ function holderEverywhere(world: ClaimWorld, pod: string, slot = 0): string {
   return seen[0] as string;
 }
 
+/**
+ * Cuts the node that runs `pod` off from all others, and says who it is, who the others are, and when
+ * it was last heard by them.
+ */
+function isolateRunner(world: ClaimWorld, pod: string): { old: string; others: string[]; at: number } {
+  const old = soleRunner(world, pod);
+  const others = world.peers.map((p) => p.name).filter((n) => n !== old);
+  const at = world.clock.now();
+  world.partition([old], others);
+  return { old, others, at };
+}
+
 /** Steps the clock by `stepMs` until one of `candidates` runs `pod` or `limitMs` have passed since `since`. */
 function stepUntilSuccessor(
   world: ClaimWorld,
@@ -81,10 +93,7 @@ test('ha: a silent holder is replaced as its haGrace ends, with epoch + 1; back,
   t.after(() => world.stop());
   world.apply('a', testPod('db', { availability: 'ha', haGraceSeconds: 5 }));
   world.clock.advance(10);
-  const old = soleRunner(world, 'db');
-  const others = world.peers.map((p) => p.name).filter((n) => n !== old);
-  const silentAt = world.clock.now();
-  world.partition([old], others);
+  const { old, others, at: silentAt } = isolateRunner(world, 'db');
 
   const successor = stepUntilSuccessor(world, 'db', others, {
     since: silentAt,
@@ -118,10 +127,7 @@ test('ha: the successor claims the moment the grace ends, not at the next period
   t.after(() => world.stop());
   world.apply('a', testPod('db', { availability: 'ha', haGraceSeconds: 3 }));
   world.clock.advance(10);
-  const old = soleRunner(world, 'db');
-  const others = world.peers.map((p) => p.name).filter((n) => n !== old);
-  const lastHeard = world.clock.now();
-  world.partition([old], others);
+  const { others, at: lastHeard } = isolateRunner(world, 'db');
   const successor = stepUntilSuccessor(world, 'db', others, {
     since: lastHeard,
     stepMs: 10,
@@ -141,9 +147,7 @@ test('best-effort: the holder may be away three weeks and keep its slot; after f
   t.after(() => world.stop());
   world.apply('a', testPod('files', { availability: 'best-effort' }));
   world.clock.advance(10);
-  const old = soleRunner(world, 'files');
-  const others = world.peers.map((p) => p.name).filter((n) => n !== old);
-  world.partition([old], others);
+  const { old, others } = isolateRunner(world, 'files');
   for (let day = 0; day < 21; day++) {
     world.clock.advance(DAY);
     assert.equal(soleRunner(world, 'files'), old, `day ${day + 1}: still on ${old} only`);
@@ -170,9 +174,9 @@ test('best-effort: without forget the slot moves once the holder is missing long
   t.after(() => world.stop());
   world.apply('a', testPod('files', { availability: 'best-effort' }));
   world.clock.advance(10);
-  const old = soleRunner(world, 'files');
-  const other = old === 'a' ? 'b' : 'a';
-  world.partition([old], [other]);
+  const {
+    others: [other = ''],
+  } = isolateRunner(world, 'files');
   world.clock.advance(6 * DAY);
   assert.deepEqual(world.desired(other), [], 'not after 6 days');
   world.clock.advance(DAY + HOUR);
