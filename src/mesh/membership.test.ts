@@ -30,6 +30,22 @@ function membershipProbe() {
 const connectedTo = (p: TestPeer, other: TestPeer) =>
   p.node.peers().some((v) => v.peerId === other.node.peerId && v.connected);
 
+/** Peer `a`, and one peer per other name bootstrapped from it, all on key `psk`, once a sees them all. */
+async function star<N extends string>(
+  start: ReturnType<typeof peerGroup>['start'],
+  psk: Uint8Array,
+  names: N[],
+): Promise<Record<'a' | N, TestPeer>> {
+  const a = await start({ name: 'a', psk, meshId });
+  const peers = { a } as Record<'a' | N, TestPeer>;
+  for (const name of names) peers[name] = await start({ name, psk, meshId, bootstrap: a.node.addrs() });
+  await waitFor(() => names.every((n) => connectedTo(a, peers[n])), {
+    timeoutMs: 10_000,
+    what: 'the mesh to form',
+  });
+  return peers;
+}
+
 test('a removed peer is cut off; the rest switch to a new key, relayed past direct links', async (t) => {
   const { start } = peerGroup(t);
   const psk = newPsk();
@@ -78,13 +94,7 @@ test('a removed peer is cut off; the rest switch to a new key, relayed past dire
 test('a peer offline during the rotation comes back with the current key (what `meshd join` gives it)', async (t) => {
   const { start } = peerGroup(t);
   const psk = newPsk();
-  const a = await start({ name: 'a', psk, meshId });
-  const b = await start({ name: 'b', psk, meshId, bootstrap: a.node.addrs() });
-  const x = await start({ name: 'x', psk, meshId, bootstrap: a.node.addrs() });
-  await waitFor(() => connectedTo(a, b) && connectedTo(a, x), {
-    timeoutMs: 10_000,
-    what: 'the mesh to form',
-  });
+  const { a, b, x } = await star(start, psk, ['b', 'x']);
   const bKey = b.key;
   const bListen = b.node.addrs();
   await b.node.stop();
@@ -117,15 +127,7 @@ test('a peer offline during the rotation comes back with the current key (what `
 test('two members removing two machines at once converge on one key that neither removed machine holds', async (t) => {
   const { start } = peerGroup(t);
   const psk = newPsk();
-  const a = await start({ name: 'a', psk, meshId });
-  const b = await start({ name: 'b', psk, meshId, bootstrap: a.node.addrs() });
-  const c = await start({ name: 'c', psk, meshId, bootstrap: a.node.addrs() });
-  const x = await start({ name: 'x', psk, meshId, bootstrap: a.node.addrs() });
-  const y = await start({ name: 'y', psk, meshId, bootstrap: a.node.addrs() });
-  await waitFor(() => [b, c, x, y].every((p) => connectedTo(a, p)), {
-    timeoutMs: 10_000,
-    what: 'the mesh to form',
-  });
+  const { a, b, c, x, y } = await star(start, psk, ['b', 'c', 'x', 'y']);
   await Promise.all([a.node.rotateKey([x.node.peerId]), b.node.rotateKey([y.node.peerId])]);
   // Each rotation went out before its author knew of the other removal, so the winning epoch-1 key may
   // have reached the other removed peer: the members must end on a key neither removed peer holds.
