@@ -10,8 +10,8 @@ import { realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { HostPathMount, SandboxRelaxations } from '../runtime/driver.ts';
 import { canonicalCapability } from '../runtime/process/sandbox-args.ts';
+import { allowingRule, underPrefix } from '../scheduler/feasibility.ts';
 import { MeshdError } from '../shared/errors.ts';
-import type { HostPathRule } from '../state/cluster-doc.ts';
 import type { SecuritySpec } from '../state/pod-spec.ts';
 import type { LoadedNodePolicy } from './node-policy-file.ts';
 
@@ -61,29 +61,6 @@ export class SecurityRefusedError extends MeshdError {}
 
 /** The grant does not fit the host as it is (missing path, a symlink leading out of the allowed prefix). */
 export class SecurityGrantError extends MeshdError {}
-
-function underPrefix(path: string, prefix: string): boolean {
-  const p = posix.normalize(path);
-  const pre = posix.normalize(prefix).replace(/\/+$/, '');
-  return pre === '' || p === pre || p.startsWith(`${pre}/`);
-}
-
-/**
- * The most specific rule allowing `asked` (a read-write request needs a rule without `readOnly: true`);
- * the same prefix test as the scheduler's feasibility check, so both agree on which nodes fit.
- */
-function allowingRule(
-  asked: { path: string; readOnly: boolean },
-  rules: readonly HostPathRule[],
-): string | undefined {
-  let best: string | undefined;
-  for (const rule of rules) {
-    if (!posix.isAbsolute(rule.path) || !underPrefix(asked.path, rule.path)) continue;
-    if (rule.readOnly === true && !asked.readOnly) continue;
-    if (best === undefined || rule.path.length > best.length) best = rule.path;
-  }
-  return best;
-}
 
 function hostPathLabel(h: { path: string; readOnly: boolean }): string {
   return `hostPath ${h.path} (${h.readOnly ? 'read-only' : 'read-write'})`;

@@ -80,15 +80,33 @@ export function checkLabels({ pod, node }: CheckContext): CheckFailure | undefin
   return fail(has.length === 0 ? summary : `${summary} (node has ${has.join(', ')})`, summary);
 }
 
+/** `path` is `prefix` or lies below it (after normalizing both; `/` covers everything). */
+export function underPrefix(path: string, prefix: string): boolean {
+  const p = posix.normalize(path);
+  const pre = posix.normalize(prefix).replace(/\/+$/, '');
+  return pre === '' || p === pre || p.startsWith(`${pre}/`);
+}
+
+/**
+ * The most specific rule allowing `asked` (a read-write request needs a rule without `readOnly: true`),
+ * or undefined. One test for the scheduler and for the node that grants, so both agree on what fits.
+ */
+export function allowingRule(
+  asked: { path: string; readOnly?: boolean },
+  rules: readonly HostPathRule[],
+): string | undefined {
+  if (!posix.isAbsolute(asked.path)) return undefined;
+  let best: string | undefined;
+  for (const rule of rules) {
+    if (!posix.isAbsolute(rule.path) || !underPrefix(asked.path, rule.path)) continue;
+    if (rule.readOnly === true && asked.readOnly !== true) continue;
+    if (best === undefined || rule.path.length > best.length) best = rule.path;
+  }
+  return best;
+}
+
 function pathAllowed(requested: HostPathRule, rules: readonly HostPathRule[]): boolean {
-  if (!posix.isAbsolute(requested.path)) return false;
-  const p = posix.normalize(requested.path);
-  return rules.some((rule) => {
-    if (!posix.isAbsolute(rule.path)) return false;
-    if (rule.readOnly === true && requested.readOnly !== true) return false;
-    const prefix = posix.normalize(rule.path).replace(/\/+$/, '');
-    return prefix === '' || p === prefix || p.startsWith(`${prefix}/`);
-  });
+  return allowingRule(requested, rules) !== undefined;
 }
 
 /** Double opt-in: each relaxation the pod requests must be allowed by the node's operator. */
