@@ -43,7 +43,7 @@ import { ClaimLoop, formatExplanation } from './claim-loop.ts';
 import { ClusterViewSource } from './cluster-view-source.ts';
 import type { DataDir, NodeConfig } from './data-dir.ts';
 import { ed25519LeaseSigner, LeaseStore, leaseWriteOrigin, peerIdLeaseVerifier } from './lease-store.ts';
-import { emptyNodePolicy, type LoadedNodePolicy, loadNodePolicy } from './node-policy-file.ts';
+import { type LoadedNodePolicy, loadNodePolicy } from './node-policy-file.ts';
 import { PodAgent, type WhyReport } from './pod-agent.ts';
 import { PodService } from './pod-service.ts';
 import { whyView } from './why-view.ts';
@@ -68,7 +68,6 @@ export class Daemon {
   private readonly doc: Y.Doc;
   private readonly cluster: ClusterDoc;
   private readonly store: DocStore;
-  private key: MeshKey;
   /** The latest handshake refused for a key epoch mismatch, or this node's removal, for `meshd status`. */
   private keyProblem: KeyProblem | undefined;
   private mesh: MeshNode | undefined;
@@ -76,7 +75,7 @@ export class Daemon {
   private pods: PodService | undefined;
   private agent: PodAgent | undefined;
   /** This node's policy file, read at start and on SIGHUP: the operator's half of the double opt-in. */
-  private nodePolicy: LoadedNodePolicy | undefined;
+  private nodePolicy: LoadedNodePolicy;
   private claims: ClaimLoop | undefined;
   private api: ApiServer | undefined;
   private dashboard: DashboardServer | undefined;
@@ -88,12 +87,18 @@ export class Daemon {
   private resolveStopped: () => void = () => {};
   private readonly cleanups: Array<() => void> = [];
 
-  private constructor(opts: DaemonOptions, config: NodeConfig, store: DocStore, doc: Y.Doc, key: MeshKey) {
+  private constructor(
+    opts: DaemonOptions,
+    config: NodeConfig,
+    store: DocStore,
+    doc: Y.Doc,
+    nodePolicy: LoadedNodePolicy,
+  ) {
     this.opts = opts;
     this.config = config;
     this.store = store;
     this.doc = doc;
-    this.key = key;
+    this.nodePolicy = nodePolicy;
     this.cluster = new ClusterDoc(doc);
     this.logger = opts.logger.child({ node: config.nodeName });
     this.joining = false;
@@ -124,12 +129,11 @@ export class Daemon {
       const doc = new Y.Doc();
       const loaded = store.load(doc);
       store.attach(doc);
-      daemon = new Daemon(opts, config, store, doc, key);
+      daemon = new Daemon(opts, config, store, doc, nodePolicy);
       daemon.releaseLock = releaseLock;
-      daemon.nodePolicy = nodePolicy;
       daemon.logger.info('node policy', { file: nodePolicy.file, exists: nodePolicy.exists });
       daemon.logger.info('document loaded', { ...loaded });
-      await daemon.startParts(privateKey);
+      await daemon.startParts(privateKey, key);
       return daemon;
     } catch (err) {
       if (daemon !== undefined) await daemon.stop();
@@ -140,6 +144,7 @@ export class Daemon {
 
   private async startParts(
     privateKey: Parameters<typeof MeshNodeImpl.create>[0]['privateKey'],
+    key: MeshKey,
   ): Promise<void> {
     const { config, cluster } = this;
     if (cluster.meshInfo() === undefined && config.bootstrap.length === 0) {
@@ -151,7 +156,7 @@ export class Daemon {
 
     this.mesh = await MeshNodeImpl.create({
       privateKey,
-      key: this.key,
+      key,
       persistKey: (key) => this.persistKey(key),
       isRemoved: (id) => cluster.isRemoved(id),
       onEpochMismatch: (m) => this.onEpochMismatch(m),
@@ -279,7 +284,7 @@ export class Daemon {
       explainPlacement: (pod) => formatExplanation(claims.explain(pod.name)).join('\n'),
       pluginSteps,
       meshNodes: () => this.nodes().map((n) => ({ name: n.name, reachable: n.state === 'ready' })),
-      nodePolicy: () => this.nodePolicy ?? emptyNodePolicy(join(this.opts.dataDir.path, 'policy.yaml')),
+      nodePolicy: () => this.nodePolicy,
     });
     const onHangup = () => this.reloadNodePolicy();
     process.on('SIGHUP', onHangup);
@@ -331,7 +336,6 @@ export class Daemon {
 
   /** Puts the node policy into this node's record, for every peer's scheduler (written only when changed). */
   private publishNodePolicy(peerId: string): void {
-    if (this.nodePolicy === undefined) return;
     try {
       this.cluster.setNodePolicy(peerId, this.nodePolicy.policy);
     } catch (err) {
@@ -498,7 +502,6 @@ export class Daemon {
   /** Keeps a rotated key (key and epoch in one atomic write) before the mesh switches to it. */
   private persistKey(key: MeshKey): void {
     this.opts.dataDir.writeMeshKey(key);
-    this.key = key;
     if (this.keyProblem?.code === 'E_MESH_KEY_STALE') this.keyProblem = undefined;
     this.logger.info('mesh key stored', { epoch: key.epoch });
   }
@@ -564,11 +567,10 @@ export class Daemon {
       );
     }
     const { key, sentTo } = rotated;
-    const names = new Map(this.cluster.nodes().nodes.map((n) => [n.peerId, n.name]));
+    const nodes = this.cluster.nodes().nodes;
+    const names = new Map(nodes.map((n) => [n.peerId, n.name]));
     const reached = new Set(sentTo);
-    const others = this.cluster
-      .nodes()
-      .nodes.filter((n) => n.peerId !== mesh.peerId && !this.cluster.isRemoved(n.peerId));
+    const others = nodes.filter((n) => n.peerId !== mesh.peerId && !this.cluster.isRemoved(n.peerId));
     return {
       node: name,
       peerId: removed.peerId,
