@@ -31,6 +31,7 @@ import { MockDriver } from '../runtime/mock/mock-driver.ts';
 import { createProcessDriver } from '../runtime/process/process-driver.ts';
 import type { Clock } from '../shared/clock.ts';
 import { describeError, MeshdError, NotFoundError } from '../shared/errors.ts';
+import { LogThrottle } from '../shared/log-throttle.ts';
 import type { Logger } from '../shared/logger.ts';
 import { meshdVersion } from '../shared/version.ts';
 import { ClusterDoc, type NodeRecord } from '../state/cluster-doc.ts';
@@ -82,7 +83,8 @@ export class Daemon {
   private releaseLock: (() => void) | undefined;
   private joining: boolean;
   /** Per mismatch code: when it was last logged and how many were left out since. */
-  private readonly mismatchLog = new Map<string, { at: number; suppressed: number }>();
+  /** Anyone can open a connection and claim an epoch: one line per kind a minute. */
+  private readonly mismatchLog: LogThrottle;
   private stopping: Promise<void> | undefined;
   private resolveStopped: () => void = () => {};
   private readonly cleanups: Array<() => void> = [];
@@ -99,6 +101,7 @@ export class Daemon {
     this.store = store;
     this.doc = doc;
     this.nodePolicy = nodePolicy;
+    this.mismatchLog = new LogThrottle({ clock: opts.clock, burst: 1 });
     this.cluster = new ClusterDoc(doc);
     this.logger = opts.logger.child({ node: config.nodeName });
     this.joining = false;
@@ -509,20 +512,15 @@ export class Daemon {
   /** Remembers this node's own staleness for `status`; logs each kind of mismatch once a minute at most. */
   private onEpochMismatch(m: EpochMismatch): void {
     const err = epochMismatchError(m);
-    const now = this.opts.clock.now();
-    // Anyone can open a connection and claim an epoch: one line per kind a minute, with what was left out.
-    const last = this.mismatchLog.get(err.code);
-    if (last === undefined || now - last.at > 60_000) {
-      this.mismatchLog.set(err.code, { at: now, suppressed: 0 });
+    const turn = this.mismatchLog.take(err.code);
+    if (turn.log) {
       this.logger.warn('peer refused: mesh key epochs differ', {
         code: err.code,
         localEpoch: m.localEpoch,
         remoteEpoch: m.remoteEpoch,
         addr: m.remoteAddr,
-        ...(last === undefined || last.suppressed === 0 ? {} : { alsoRefusedSinceLastLine: last.suppressed }),
+        ...(turn.suppressed === 0 ? {} : { alsoRefusedSinceLastLine: turn.suppressed }),
       });
-    } else {
-      last.suppressed++;
     }
     // Only what this node saw dialling a member it knows says its own key is stale: an inbound stranger
     // could claim any epoch. A stale remote is that peer's problem.
@@ -532,7 +530,7 @@ export class Daemon {
       code: err.code,
       message: err.message,
       hint: err.hint ?? '',
-      at: new Date(now).toISOString(),
+      at: new Date(this.opts.clock.now()).toISOString(),
     };
   }
 

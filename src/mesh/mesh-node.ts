@@ -9,6 +9,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import * as Y from 'yjs';
 import type { Clock } from '../shared/clock.ts';
 import { describeError, MeshdError, PeerProtocolError, ValidationError } from '../shared/errors.ts';
+import { LogThrottle } from '../shared/log-throttle.ts';
 import type { Logger } from '../shared/logger.ts';
 import { runDocSync, type SyncByteCounts, type SyncParty } from './doc-sync.ts';
 import {
@@ -189,7 +190,7 @@ export class MeshNode {
   private readonly opts: MeshNodeOptions;
   private readonly keyring: MeshKeyring;
   /** Log lines about refused messages, per `peer code`, in the current minute (see `reject`). */
-  private readonly rejectLog = new Map<string, { since: number; logged: number; suppressed: number }>();
+  private readonly rejectLog: LogThrottle;
   /** Every removed peer this node knows of: from rotations it saw and from the document (`refuse`). */
   private readonly denied = new Set<string>();
   /**
@@ -254,6 +255,7 @@ export class MeshNode {
   ) {
     this.opts = opts;
     this.keyring = keyring;
+    this.rejectLog = new LogThrottle({ clock: opts.clock, burst: rejectLogBurst });
     this.tuning = tuning;
     this.names = names;
     this.libp2p = libp2p;
@@ -1034,26 +1036,14 @@ export class MeshNode {
   private reject(peer: string, err: unknown): void {
     this.counters.rejectedMessages++;
     const code = err instanceof MeshdError ? err.code : 'E_PEER_PROTOCOL';
-    const now = this.opts.clock.now();
-    const key = `${peer} ${code}`;
-    let window = this.rejectLog.get(key);
-    if (window === undefined || now - window.since > 60_000) {
-      if (this.rejectLog.size >= 1024) this.rejectLog.clear();
-      window = { since: now, logged: 0, suppressed: window?.suppressed ?? 0 };
-      this.rejectLog.set(key, window);
-    }
-    if (window.logged >= rejectLogBurst) {
-      window.suppressed++;
-      return;
-    }
-    window.logged++;
+    const turn = this.rejectLog.take(`${peer} ${code}`);
+    if (!turn.log) return;
     this.log.warn('rejected message from peer', {
       peer,
       code,
       err: describeError(err),
-      ...(window.suppressed === 0 ? {} : { notLogged: window.suppressed }),
+      ...(turn.suppressed === 0 ? {} : { notLogged: turn.suppressed }),
     });
-    window.suppressed = 0;
   }
 
   // ---- sync ----
