@@ -49,24 +49,12 @@ export function ed25519LeaseSigner(privateKey: PrivateKey): SyncLeaseSigner {
 
 /**
  * Verifies a lease against the Ed25519 public key inside its holder's peer id (no key registry). Every
- * decision re-admits every stored lease, so verdicts are remembered per (holder, payload, signature):
- * the same bytes always get the same verdict, and a lease is verified once instead of every second.
+ * decision re-admits every stored lease: `verdicts` keeps each lease object's verdict, and the store
+ * hands out the same object for the same stored value, so a lease is verified once, not every second.
  */
-export function peerIdLeaseVerifier(maxRemembered = 10_000): LeaseVerifier {
+export function peerIdLeaseVerifier(): LeaseVerifier {
   const v = peerIdVerifier();
-  const verdicts = new Map<string, boolean>();
-  return {
-    verdicts: new WeakMap(),
-    verify(holder, payload, sig) {
-      const key = `${holder}\0${Buffer.from(sig).toString('base64')}\0${Buffer.from(payload).toString('base64')}`;
-      const known = verdicts.get(key);
-      if (known !== undefined) return known;
-      const ok = v.verify(holder, payload, sig);
-      if (verdicts.size >= maxRemembered) verdicts.clear();
-      verdicts.set(key, ok);
-      return ok;
-    },
-  };
+  return { verdicts: new WeakMap(), verify: (holder, payload, sig) => v.verify(holder, payload, sig) };
 }
 
 /** `signLease`, synchronously: the holder must be the signer. */
