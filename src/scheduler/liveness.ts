@@ -13,8 +13,12 @@ import { formatDuration } from './units.ts';
  * long this peer has been watching (`presenceSince`): absence it did not observe is not counted.
  */
 export function missingForMs(view: ClusterView, peerId: string, now: number): number {
-  const seen = view.presence.get(peerId) ?? Number.NEGATIVE_INFINITY;
-  return Math.max(0, now - Math.max(seen, view.presenceSince));
+  return Math.max(0, now - absentSince(view, peerId));
+}
+
+/** Since when `peerId` counts as absent: its last presence, or when this peer began watching if later. */
+function absentSince(view: ClusterView, peerId: string): number {
+  return Math.max(view.presence.get(peerId) ?? Number.NEGATIVE_INFINITY, view.presenceSince);
 }
 
 export function deadAfterMs(view: ClusterView): number {
@@ -47,7 +51,7 @@ export function nextLivenessChange(view: ClusterView, now: number): number | und
   for (const pod of view.pods) if (pod.availability === 'ha') limits.add(haGraceOf(pod));
   let next: number | undefined;
   for (const node of view.nodes) {
-    const since = Math.max(view.presence.get(node.peerId) ?? Number.NEGATIVE_INFINITY, view.presenceSince);
+    const since = absentSince(view, node.peerId);
     for (const limit of limits) {
       // `missing > limit` is what flips a decision, so the first such moment is one millisecond after
       const at = since + limit + 1;
