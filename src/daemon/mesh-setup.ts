@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { decodeJoinToken, type JoinToken } from '../mesh/join-token.ts';
-import { compareKeys } from '../mesh/mesh-key.ts';
+import { compareKeys, newMeshKey } from '../mesh/mesh-key.ts';
 import { DaemonError, DataDirError, TokenError, ValidationError } from '../shared/errors.ts';
 import { validateNodeName } from '../state/cluster-doc.ts';
 import { type DataDir, defaultListen, type NodeConfig } from './data-dir.ts';
@@ -44,7 +44,7 @@ export async function initMesh(
   validateNodeName(nodeName);
   dir.ensure();
   await dir.createIdentity();
-  dir.writeMeshKey({ psk: new Uint8Array(randomBytes(32)), epoch: 0 });
+  dir.writeMeshKey(newMeshKey(0));
   const config: NodeConfig = {
     format: 1,
     meshId: `m${randomBytes(6).toString('hex')}`,

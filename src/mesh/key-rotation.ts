@@ -9,7 +9,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { Packr, Unpackr } from 'msgpackr';
 import { PeerProtocolError } from '../shared/errors.ts';
-import { type MeshKey, PSK_BYTES } from './mesh-key.ts';
+import { MAX_KEY_EPOCH, type MeshKey, PSK_BYTES } from './mesh-key.ts';
 
 export interface KeyRotation {
   key: MeshKey;
@@ -77,7 +77,7 @@ export async function decodeKeyRotation(
   const inner = unpack(body);
   if (!Array.isArray(inner) || inner.length !== 6 || inner[0] !== 1) throw bad('not a version 1 rotation');
   const [, epoch, psk, removed, origin, at] = inner as unknown[];
-  if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 1 || epoch > 0xffff_ffff)
+  if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 1 || epoch > MAX_KEY_EPOCH)
     throw bad('epoch is not an integer in 1..2^32-1');
   if (!(psk instanceof Uint8Array) || psk.byteLength !== PSK_BYTES)
     throw bad(`key is not ${PSK_BYTES} bytes`);

@@ -1,9 +1,17 @@
 // The mesh key this node uses for new connections, its epoch, and the rule that picks one of two keys.
 
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** Length of the raw mesh key carried in join tokens and kept in `mesh.psk`. */
 export const PSK_BYTES = 32;
+
+/** The largest key epoch (it travels as a u32 in `mesh.psk` and the handshake). */
+export const MAX_KEY_EPOCH = 0xffff_ffff;
+
+/** A fresh random mesh key of `epoch`. */
+export function newMeshKey(epoch: number): MeshKey {
+  return { psk: new Uint8Array(randomBytes(PSK_BYTES)), epoch };
+}
 
 /** A mesh pre-shared key and its epoch: `meshd node remove` rotates to epoch + 1. */
 export interface MeshKey {

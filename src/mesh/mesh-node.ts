@@ -1,6 +1,6 @@
 // One peer of the mesh: a libp2p node that keeps the cluster Y.Doc replicated with every peer and tracks presence.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { type SubscriptionChangeData, TopicValidatorResult } from '@libp2p/gossipsub';
 import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -27,7 +27,7 @@ import {
   maxRotationRemovals,
 } from './key-rotation.ts';
 import { createMeshLibp2p, type MeshLibp2p } from './libp2p-node.ts';
-import { compareKeys, type MeshKey, MeshKeyring } from './mesh-key.ts';
+import { compareKeys, MAX_KEY_EPOCH, type MeshKey, MeshKeyring, newMeshKey } from './mesh-key.ts';
 import { fullPeerAddr, type MeshProtocols, meshProtocols, peerIdOfAddr } from './mesh-protocols.ts';
 import { answerPeer, askPeer, type PeerQuestion, type QuestionHandler } from './peer-query.ts';
 import { PeerRedialer, type RedialTarget } from './peer-redial.ts';
@@ -70,8 +70,6 @@ export interface MeshTuning {
   antiEntropyMinMs: number;
 }
 
-/** The highest key epoch (it travels as 4 bytes). */
-const maxKeyEpoch = 0xffff_ffff;
 /** How far past its own epoch a node accepts a rotation (they come one epoch at a time). */
 const maxEpochJump = 16;
 
@@ -597,7 +595,7 @@ export class MeshNode {
   private async rotateNow(removed: readonly string[]): Promise<{ key: MeshKey; sentTo: string[] }> {
     await this.refuse(removed);
     const current = this.keyring.current();
-    if (current.epoch >= maxKeyEpoch) {
+    if (current.epoch >= MAX_KEY_EPOCH) {
       throw new MeshdError('E_KEY_EPOCH_EXHAUSTED', `the mesh key epoch is at its limit (${current.epoch})`, {
         hint: 'Create a new mesh (`meshd init`) and join the machines to it.',
       });
@@ -612,7 +610,7 @@ export class MeshNode {
       );
     }
     const rotation: KeyRotation = {
-      key: { psk: new Uint8Array(randomBytes(32)), epoch: current.epoch + 1 },
+      key: newMeshKey(current.epoch + 1),
       removed: all,
       origin: this.peerId,
       at: this.opts.clock.now(),
